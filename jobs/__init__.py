@@ -1,0 +1,1 @@
+"""Durable job queue on the database, the worker loop, and the child-process runner."""

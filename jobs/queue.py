@@ -1,0 +1,171 @@
+"""The job queue: plain functions over the ``jobs`` table.
+
+Claiming is a compare-and-set (``UPDATE ... WHERE id=? AND status='queued'``), so two workers on
+one database can never both win a job; on PostgreSQL the candidate is picked with
+``FOR UPDATE SKIP LOCKED`` so workers do not queue up behind each other's row locks.
+A claimed job holds a lease that the worker's heartbeat renews; ``reap_expired`` finishes (or
+requeues, while attempts remain) jobs whose worker stopped renewing.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Iterable
+
+from sqlalchemy import select, update
+
+from storage.db import Database
+from storage.models import Job, JobStatus, utcnow
+
+DEFAULT_LEASE_S = 30.0
+
+
+class JobNotFound(LookupError):
+    pass
+
+
+def enqueue(db: Database, kind: str, payload: dict[str, Any] | None = None, *, priority: int = 0,
+            max_attempts: int = 1) -> int:
+    with db.session() as s:
+        job = Job(kind=kind, payload=payload or {}, priority=priority, max_attempts=max_attempts)
+        s.add(job)
+        s.flush()
+        return job.id
+
+
+def get(db: Database, job_id: int) -> Job:
+    with db.session() as s:
+        job = s.get(Job, job_id)
+        if job is None:
+            raise JobNotFound(f"job {job_id} does not exist")
+        return job
+
+
+def claim(db: Database, worker_id: str, kinds: Iterable[str] | None = None,
+          lease_s: float = DEFAULT_LEASE_S) -> Job | None:
+    """Atomically take the next queued job (highest priority, then oldest) or return None."""
+    kinds = list(kinds) if kinds is not None else None
+    for _ in range(5):  # lost races retry with the next candidate
+        with db.session() as s:
+            q = select(Job.id).where(Job.status == JobStatus.QUEUED)
+            if kinds is not None:
+                q = q.where(Job.kind.in_(kinds))
+            q = q.order_by(Job.priority.desc(), Job.id).limit(1).with_for_update(skip_locked=True)
+            job_id = s.execute(q).scalar()
+            if job_id is None:
+                return None
+            now = utcnow()
+            won = s.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
+                .values(status=JobStatus.RUNNING, worker_id=worker_id, started_at=now, heartbeat_at=now,
+                        lease_expires_at=now + dt.timedelta(seconds=lease_s), attempts=Job.attempts + 1,
+                        finished_at=None, exit_code=None, exit_signal=None, error=None)
+            ).rowcount
+        if won == 1:
+            return get(db, job_id)
+    return None
+
+
+def heartbeat(db: Database, job_id: int, worker_id: str, lease_s: float = DEFAULT_LEASE_S) -> bool:
+    """Renew the lease. Returns False if the job is no longer ours (reaped or finished)."""
+    now = utcnow()
+    with db.session() as s:
+        n = s.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.worker_id == worker_id, Job.status == JobStatus.RUNNING)
+            .values(heartbeat_at=now, lease_expires_at=now + dt.timedelta(seconds=lease_s))
+        ).rowcount
+    return n == 1
+
+
+def set_progress(db: Database, job_id: int, **progress: Any) -> None:
+    with db.session() as s:
+        job = s.get(Job, job_id)
+        if job is not None:
+            job.progress = {**(job.progress or {}), **progress}
+
+
+def set_pid(db: Database, job_id: int, pid: int | None, log_path: str | None = None) -> None:
+    with db.session() as s:
+        values: dict[str, Any] = {"pid": pid}
+        if log_path is not None:
+            values["log_path"] = log_path
+        s.execute(update(Job).where(Job.id == job_id).values(**values))
+
+
+def finish(db: Database, job_id: int, worker_id: str | None, status: str, *, error: str | None = None,
+           exit_code: int | None = None, exit_signal: str | None = None,
+           result: dict[str, Any] | None = None) -> bool:
+    """Record the outcome. Only the worker holding the job may finish it (None: any holder)."""
+    assert status in JobStatus.FINISHED
+    with db.session() as s:
+        q = update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING)
+        if worker_id is not None:
+            q = q.where(Job.worker_id == worker_id)
+        n = s.execute(q.values(status=status, finished_at=utcnow(), error=error, exit_code=exit_code,
+                               exit_signal=exit_signal, result=result, lease_expires_at=None, pid=None)).rowcount
+    return n == 1
+
+
+def request_cancel(db: Database, job_id: int) -> str:
+    """Ask a job to stop. A queued job is cancelled at once; a running one at its next check."""
+    with db.session() as s:
+        job = s.get(Job, job_id)
+        if job is None:
+            raise JobNotFound(f"job {job_id} does not exist")
+        if job.status == JobStatus.QUEUED:
+            job.status = JobStatus.CANCELLED
+            job.cancel_requested = True
+            job.finished_at = utcnow()
+        elif job.status == JobStatus.RUNNING:
+            job.cancel_requested = True
+        return job.status
+
+
+def cancel_requested(db: Database, job_id: int) -> bool:
+    with db.session() as s:
+        return bool(s.execute(select(Job.cancel_requested).where(Job.id == job_id)).scalar())
+
+
+def requeue(db: Database, job_id: int) -> None:
+    """Put a finished (failed/cancelled) job back in the queue, e.g. to resume a run."""
+    with db.session() as s:
+        job = s.get(Job, job_id)
+        if job is None:
+            raise JobNotFound(f"job {job_id} does not exist")
+        if job.status not in JobStatus.FINISHED:
+            raise ValueError(f"job {job_id} is {job.status}; only finished jobs can be requeued")
+        job.status = JobStatus.QUEUED
+        job.cancel_requested = False
+        job.max_attempts = job.attempts + 1
+        job.worker_id = None
+
+
+def reap_expired(db: Database, now: dt.datetime | None = None) -> list[int]:
+    """Fail or requeue running jobs whose lease expired (their worker died or hung)."""
+    now = now or utcnow()
+    reaped = []
+    with db.session() as s:
+        expired = s.execute(
+            select(Job).where(Job.status == JobStatus.RUNNING, Job.lease_expires_at < now)
+        ).scalars().all()
+        for job in expired:
+            reason = (f"worker {job.worker_id} stopped renewing its lease (expired "
+                      f"{job.lease_expires_at:%Y-%m-%d %H:%M:%S} UTC): the worker process died or hung")
+            retry = job.attempts < job.max_attempts and not job.cancel_requested
+            values: dict[str, Any] = dict(worker_id=None, lease_expires_at=None, pid=None, error=reason)
+            if retry:
+                values.update(status=JobStatus.QUEUED)
+            else:
+                values.update(status=JobStatus.CANCELLED if job.cancel_requested else JobStatus.FAILED,
+                              finished_at=now)
+            n = s.execute(update(Job).where(Job.id == job.id, Job.status == JobStatus.RUNNING,
+                                            Job.lease_expires_at < now).values(**values)).rowcount
+            if n:
+                reaped.append(job.id)
+    return reaped
+
+
+def list_jobs(db: Database, limit: int = 100) -> list[Job]:
+    with db.session() as s:
+        return list(s.execute(select(Job).order_by(Job.id.desc()).limit(limit)).scalars())

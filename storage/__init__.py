@@ -1,0 +1,1 @@
+"""Durable state: SQLAlchemy models, sessions, migrations and the workspace file layout."""
