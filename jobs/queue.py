@@ -51,19 +51,26 @@ def claim(db: Database, worker_id: str, kinds: Iterable[str] | None = None,
                 q = q.where(Job.kind.in_(kinds))
             q = q.order_by(Job.priority.desc(), Job.id).limit(1).with_for_update(skip_locked=True)
             job_id = s.execute(q).scalar()
-            if job_id is None:
-                return None
-            now = utcnow()
-            won = s.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
-                .values(status=JobStatus.RUNNING, worker_id=worker_id, started_at=now, heartbeat_at=now,
-                        lease_expires_at=now + dt.timedelta(seconds=lease_s), attempts=Job.attempts + 1,
-                        finished_at=None, exit_code=None, exit_signal=None, error=None)
-            ).rowcount
-        if won == 1:
-            return get(db, job_id)
+        if job_id is None:
+            return None
+        job = claim_job(db, job_id, worker_id, lease_s)
+        if job is not None:
+            return job
     return None
+
+
+def claim_job(db: Database, job_id: int, worker_id: str, lease_s: float = DEFAULT_LEASE_S) -> Job | None:
+    """Take one specific queued job; None if someone else got it first (compare-and-set)."""
+    now = utcnow()
+    with db.session() as s:
+        won = s.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
+            .values(status=JobStatus.RUNNING, worker_id=worker_id, started_at=now, heartbeat_at=now,
+                    lease_expires_at=now + dt.timedelta(seconds=lease_s), attempts=Job.attempts + 1,
+                    finished_at=None, exit_code=None, exit_signal=None, error=None)
+        ).rowcount
+    return get(db, job_id) if won == 1 else None
 
 
 def heartbeat(db: Database, job_id: int, worker_id: str, lease_s: float = DEFAULT_LEASE_S) -> bool:

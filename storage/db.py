@@ -63,8 +63,8 @@ class Database:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @classmethod
-    def open(cls, workspace: str | None = None, db_url: str | None = None) -> "Database":
-        return cls(Settings.resolve(workspace, db_url))
+    def open(cls, workspace: str | None = None, db_url: str | None = None, migrate: bool = True) -> "Database":
+        return cls(Settings.resolve(workspace, db_url), migrate=migrate)
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:

@@ -1,0 +1,56 @@
+"""The table of job kinds a worker can run.
+
+Handlers are named as ``"module:function"`` and imported only when a job of that kind runs, so
+the worker starts fast and the UI process (which only enqueues) never imports torch.
+
+``isolated`` kinds run in a fresh child interpreter (training, export: an OOM or crash kills the
+job, not the worker). Others run inside the worker (chat engine keeps its model between jobs).
+``on_finish`` runs in whichever process records the final status (worker or reaper) so domain rows
+(a run, an export) never stay "running" after their job has ended.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class JobKind:
+    name: str
+    handler: str
+    isolated: bool = False
+    on_finish: str | None = None
+    max_attempts: int = 1
+
+    def load_handler(self) -> Callable[..., Any]:
+        return _load(self.handler)
+
+    def load_on_finish(self) -> Callable[..., Any] | None:
+        return _load(self.on_finish) if self.on_finish else None
+
+
+def _load(dotted: str) -> Callable[..., Any]:
+    module, _, attr = dotted.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+KINDS: dict[str, JobKind] = {}
+
+
+def register(kind: JobKind) -> JobKind:
+    KINDS[kind.name] = kind
+    return kind
+
+
+def get_kind(name: str) -> JobKind:
+    try:
+        return KINDS[name]
+    except KeyError:
+        raise KeyError(f"unknown job kind {name!r}; known: {', '.join(sorted(KINDS))}") from None
+
+
+# Diagnostics: used by `python -m jobs.worker --selftest` and the queue/worker tests.
+register(JobKind("system.echo", "jobs.system_jobs:echo"))
+register(JobKind("system.sleep", "jobs.system_jobs:sleep", isolated=True))
+register(JobKind("models.prepare", "jobs.system_jobs:prepare_model", isolated=True))

@@ -1,0 +1,64 @@
+"""Child-process entry point for isolated jobs: ``python -m jobs.runner JOB_ID OUTCOME_FILE``.
+
+The worker starts this in a fresh interpreter and its own process group, with stdout/stderr going
+to the job's log file. The outcome (result or error) is written to OUTCOME_FILE; the exit code
+tells the worker how it ended (0 ok, 3 cancelled, 1 error).
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+import signal
+import sys
+import traceback
+
+EXIT_OK, EXIT_ERROR, EXIT_CANCELLED = 0, 1, 3
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGKILL us if the worker dies, so a killed worker leaves no orphan job."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+
+
+def execute(job_id: int, outcome_file: str) -> int:
+    from jobs.context import JobCancelled, JobContext
+    from jobs.kinds import get_kind
+    from jobs import queue
+    from storage.db import Database
+
+    db = Database.open(migrate=False)
+    job = queue.get(db, job_id)
+    ctx = JobContext(db=db, job_id=job.id, kind=job.kind, payload=dict(job.payload or {}))
+    outcome: dict = {}
+    try:
+        outcome["result"] = get_kind(job.kind).load_handler()(ctx)
+        code = EXIT_OK
+    except JobCancelled as e:
+        outcome["error"] = str(e)
+        code = EXIT_CANCELLED
+    except BaseException as e:  # noqa: BLE001 - everything goes to the log and the job row
+        traceback.print_exc()
+        outcome["error"] = f"{type(e).__name__}: {e}"
+        code = EXIT_ERROR
+    with open(outcome_file, "w", encoding="utf-8") as f:
+        json.dump(outcome, f, default=str)
+    return code
+
+
+def main() -> None:
+    die_with_parent()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stdout, force=True)
+    code = execute(int(sys.argv[1]), sys.argv[2])
+    sys.stdout.flush()
+    os._exit(code)  # skip slow interpreter teardown of torch & co; files are flushed above
+
+
+if __name__ == "__main__":
+    main()
