@@ -54,3 +54,7 @@ def get_kind(name: str) -> JobKind:
 register(JobKind("system.echo", "jobs.system_jobs:echo"))
 register(JobKind("system.sleep", "jobs.system_jobs:sleep", isolated=True))
 register(JobKind("models.prepare", "jobs.system_jobs:prepare_model", isolated=True))
+
+# The studio's work.
+register(JobKind("train", "studio.training.job:run_training_job", isolated=True,
+                 on_finish="studio.training.job:on_training_job_finished"))

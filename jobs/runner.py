@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ctypes
 import json
-import logging
 import os
 import signal
 import sys
@@ -53,8 +52,9 @@ def execute(job_id: int, outcome_file: str) -> int:
 
 def main() -> None:
     die_with_parent()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stdout, force=True)
+    from jobs import logsetup
+
+    logsetup.configure("job", stream=sys.stdout)
     code = execute(int(sys.argv[1]), sys.argv[2])
     sys.stdout.flush()
     os._exit(code)  # skip slow interpreter teardown of torch & co; files are flushed above

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jobs import queue
+from jobs import logsetup, queue
 from jobs.context import JobCancelled, JobContext
 from jobs.kinds import JobKind, get_kind
 from jobs.runner import EXIT_CANCELLED, EXIT_OK
@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--poll", type=float, default=0.5, help="seconds between looks at an empty queue")
     p.add_argument("--kinds", help="comma-separated job kinds this worker takes (default: all)")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s: %(message)s")
+    logsetup.configure("worker")
     db = Database.open(args.workspace, args.db_url)
     db.settings.export_to_env()
     config = WorkerConfig(lease_s=args.lease, heartbeat_s=args.heartbeat, cancel_grace_s=args.cancel_grace, poll_s=args.poll,

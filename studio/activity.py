@@ -1,0 +1,70 @@
+"""What the studio is doing: jobs as the UI and CLI show them (plain rows, no ORM objects)."""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from jobs import queue
+from storage.db import Database
+from storage.models import Job, JobStatus, utcnow
+
+KIND_LABELS = {"train": "Training", "models.prepare": "Prepare model", "system.echo": "Echo (diagnostic)",
+               "system.sleep": "Sleep (diagnostic)"}
+
+
+@dataclass(frozen=True)
+class JobRow:
+    id: int
+    kind: str
+    status: str
+    progress: str
+    created: str
+    duration: str
+    error: str
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+def _duration(job: Job, now: dt.datetime) -> float | None:
+    if job.started_at is None:
+        return None
+    return ((job.finished_at or now) - job.started_at).total_seconds()
+
+
+def _progress_text(job: Job) -> str:
+    p = job.progress or {}
+    parts = []
+    if job.status == JobStatus.RUNNING and p.get("fraction") is not None:
+        parts.append(f"{100 * p['fraction']:.0f}%")
+    if p.get("message"):
+        parts.append(str(p["message"]))
+    return " ".join(parts)
+
+
+def job_rows(db: Database, limit: int = 50) -> list[JobRow]:
+    now = utcnow()
+    return [JobRow(id=j.id, kind=KIND_LABELS.get(j.kind, j.kind), status=j.status, progress=_progress_text(j),
+                   created=f"{j.created_at:%Y-%m-%d %H:%M:%S}", duration=format_duration(_duration(j, now)),
+                   error=(j.error or "").splitlines()[-1][:200] if j.error else "")
+            for j in queue.list_jobs(db, limit)]
+
+
+def job_log_tail(db: Database, job_id: int, max_bytes: int = 8000) -> str:
+    """The end of a job's log file (isolated jobs only), for the live view."""
+    path = db.workspace.job_log(job_id)
+    if not path.exists():
+        return ""
+    with open(path, "rb") as f:
+        f.seek(max(0, path.stat().st_size - max_bytes))
+        return f.read().decode("utf-8", errors="replace")
+
+
+def cancel_job(db: Database, job_id: int) -> str:
+    return queue.request_cancel(db, job_id)
