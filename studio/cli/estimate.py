@@ -1,0 +1,153 @@
+"""``python -m studio estimate ...``: GPU memory of a fine-tuning run, from config.json alone.
+
+    python -m studio estimate model qwen2.5-7b --method lora --batch 1 --seq 2048 --gpu 4090
+    python -m studio estimate model ./my-model --method qlora --gradient-checkpointing --json
+    python -m studio estimate model qwen2.5-vl-7b --images 1 --max-pixels 1003520 --gpu "A100 80"
+    python -m studio estimate model llama-3.1-8b --inference --seq 8192
+    python -m studio estimate published     # estimator vs published, measured peaks
+    python -m studio estimate models | cards
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("estimate", help="GPU memory needed by a fine-tuning run (from config.json)")
+    sub = parser.add_subparsers(dest="estimate_command", required=True)
+    model = sub.add_parser("model", help="peak memory of a training run, part by part")
+    _add_model_arguments(model)
+    model.set_defaults(func=cmd_model)
+    sub.add_parser("published", help="estimates vs published measured peaks").set_defaults(func=cmd_published)
+    sub.add_parser("models", help="bundled model configs").set_defaults(func=cmd_models)
+    sub.add_parser("cards", help="GPU cards the verdict knows").set_defaults(func=cmd_cards)
+
+
+def _add_model_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="hub id or alias of a bundled config, or a model folder / config.json path")
+    p.add_argument("--method", default="lora", choices=["lora", "qlora", "adalora", "dora", "full"])
+    p.add_argument("--rank", type=int, default=16, help="LoRA rank (AdaLoRA: target rank)")
+    p.add_argument("--targets", default="all-linear", choices=["attention", "all-linear"])
+    p.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"])
+    p.add_argument("--bits", type=int, default=4, choices=[4, 8], help="qlora quantization bits")
+    p.add_argument("--no-double-quant", action="store_true")
+    p.add_argument("--optimizer", default="adamw", choices=["adamw", "adamw_8bit", "paged_adamw_8bit"])
+    p.add_argument("--batch", type=int, default=1, help="per-device batch size")
+    p.add_argument("--accum", type=int, default=1, help="gradient accumulation steps")
+    p.add_argument("--seq", type=int, default=2048, help="cut-off length in tokens (inference: context length)")
+    p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=False)
+    p.add_argument("--attention", default="sdpa", choices=["sdpa", "eager", "flash"])
+    p.add_argument("--max-pixels", type=int, default=1003520)
+    p.add_argument("--images", type=int, default=0, help="images per sample (vision-language models)")
+    p.add_argument("--tune-vision", action="store_true", help="train the vision tower too")
+    p.add_argument("--gpus", type=int, default=1)
+    p.add_argument("--strategy", default="ddp", choices=["ddp", "fsdp"])
+    p.add_argument("--master-weights", action="store_true", help="full FT: fp32 master weights + fp32 Adam states")
+    p.add_argument("--gpu", help='a card for the verdict, e.g. "4090", "A100 80", "h200"; or a size like 24GB')
+    p.add_argument("--inference", action="store_true", help="chat/generation memory instead of training")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def request_from_args(args) -> "EstimateRequest":
+    from studio.estimate import EstimateRequest, load_config
+
+    return EstimateRequest(
+        config=load_config(args.name), method=args.method, lora_rank=args.rank, targets=args.targets,
+        dtype=args.dtype, quant_bits=args.bits, double_quant=not args.no_double_quant, optimizer=args.optimizer,
+        batch_size=args.batch, grad_accum=args.accum, seq_len=args.seq,
+        gradient_checkpointing=args.gradient_checkpointing, attention=args.attention, max_pixels=args.max_pixels,
+        images_per_sample=args.images, tune_vision=args.tune_vision, num_gpus=args.gpus, strategy=args.strategy,
+        master_weights=args.master_weights)
+
+
+def _capacity(gpu: str) -> tuple[str, int]:
+    from studio.estimate import GIB, find_card
+
+    text = gpu.strip().lower()
+    for unit, scale in (("gib", GIB), ("gb", 10 ** 9)):
+        number = text[: -len(unit)].strip() if text.endswith(unit) else ""
+        if number.replace(".", "", 1).isdigit():
+            return gpu, int(float(number) * scale)
+    card = find_card(gpu)
+    return card.name, card.capacity_bytes
+
+
+def cmd_model(args) -> int:
+    from studio.estimate import EstimateError, UnknownModel, estimate, estimate_inference, load_config
+
+    try:
+        if args.inference:
+            est = estimate_inference(load_config(args.name), context_len=args.seq, batch_size=args.batch,
+                                     dtype=args.dtype, quant_bits=args.bits if args.method == "qlora" else None,
+                                     attention=args.attention, images=args.images, max_pixels=args.max_pixels)
+            req = None
+        else:
+            req = request_from_args(args)
+            est = estimate(req)
+    except (EstimateError, UnknownModel, KeyError) as exc:
+        print(f"error: {exc}")
+        return 2
+    capacity = _capacity(args.gpu) if args.gpu else None
+    if args.json:
+        print(json.dumps(_json(est, req, capacity), indent=1))
+    else:
+        print(_text(args, est, req, capacity))
+    return 0
+
+
+def _json(est, req, capacity) -> dict:
+    from studio.estimate import suggestions, verdict
+
+    out = est.as_dict()
+    if capacity:
+        name, cap = capacity
+        out["gpu"] = {"name": name, "capacity_bytes": cap, "verdict": verdict(est.total_bytes, cap)}
+        if req is not None:
+            out["suggestions"] = [{"change": s.change, "total_bytes": s.estimate.total_bytes, "verdict": s.verdict}
+                                  for s in suggestions(req, cap)]
+    return out
+
+
+def _text(args, est, req, capacity) -> str:
+    from studio.estimate import describe, smallest_card, verdict
+
+    what = "inference" if req is None else f"{args.method}, batch {args.batch} x {args.seq} tokens"
+    lines = [f"{args.name} ({what}); parameters: {est.params.get('total', 0) / 1e9:.2f} B"
+             + (f", trainable {est.params['trainable'] / 1e6:.1f} M" if "trainable" in est.params else ""),
+             est.table()]
+    lines += [f"note: {n}" for n in est.notes]
+    card = smallest_card(est)
+    lines.append(f"smallest listed card that fits: {card.name if card else 'none (needs more than one GPU)'}")
+    if capacity:
+        name, cap = capacity
+        lines.append(f"on {name}: " + (describe(req, cap) if req is not None else verdict(est.total_bytes, cap)))
+    return "\n".join(lines)
+
+
+def cmd_published(args) -> int:
+    from studio.estimate.published import MIN_AGREEING, agreement, compare_published, format_table
+
+    comparisons = compare_published()
+    print(format_table(comparisons))
+    good, total = agreement(comparisons)
+    return 0 if total and good / total >= MIN_AGREEING else 1
+
+
+def cmd_models(args) -> int:
+    from studio.estimate import list_models, lookup_config
+    from studio.estimate.arch import ModelArch
+
+    for name in list_models():
+        arch = ModelArch.from_config(lookup_config(name))
+        kind = "vision-language" if arch.vision else "text"
+        print(f"{name:40} {arch.total_params / 1e9:7.2f} B  {kind}")
+    return 0
+
+
+def cmd_cards(args) -> int:
+    from studio.estimate import GIB, GPU_CARDS
+
+    for card in GPU_CARDS:
+        print(f"{card.name:20} {card.capacity_bytes / GIB:7.1f} GiB")
+    return 0

@@ -1,0 +1,173 @@
+"""Peak memory of a training run (per device) and of inference, as named parts.
+
+The peak of a training step is at the start of backward: weights, optimizer state, every saved
+activation and the loss' logits buffers are all alive then. Full fine-tuning without gradient
+accumulation is the exception that is handled: its gradients appear while activations are freed,
+so the peak is whichever is larger -- activations + logits at the start of backward, or all
+gradients at its end (see ``_full_ft_peak``).
+"""
+from __future__ import annotations
+
+from studio.estimate import formulas as f
+from studio.estimate.arch import ModelArch
+from studio.estimate.request import BYTES, GIB, Estimate, EstimateRequest
+
+
+class EstimateError(ValueError):
+    """The request cannot be estimated; the message lists every problem."""
+
+
+def _check(req: EstimateRequest) -> ModelArch:
+    problems = req.problems()
+    if problems:
+        raise EstimateError("; ".join(problems))
+    return ModelArch.from_config(req.config)
+
+
+def _static_parts(arch: ModelArch, req: EstimateRequest) -> dict[str, float]:
+    return {
+        "base_weights": f.text_weight_bytes(arch, req),
+        "vision_weights": f.vision_weight_bytes(arch, req),
+        "adapter_weights": f.adapter_params(arch, req) * f.adapter_bytes(req),
+        "optimizer_states": f.optimizer_state_bytes(arch, req),
+        "master_weights": f.master_weight_bytes(arch, req),
+        "adalora_importance": f.adalora_importance_bytes(arch, req),
+    }
+
+
+def _dynamic_parts(arch: ModelArch, req: EstimateRequest) -> dict[str, float]:
+    seq = f.llm_seq_len(arch, req)
+    acts, _ = f.text_activation_bytes(arch, req, seq)
+    return {
+        "gradients": f.gradient_bytes(arch, req),
+        "activations": acts,
+        "logits": f.logits_bytes(arch, req, seq),
+        "vision_activations": f.vision_activation_bytes(arch, req),
+        "dequant_workspace": f.dequant_workspace_bytes(arch, req),
+    }
+
+
+def _training_parts(arch: ModelArch, req: EstimateRequest, gpu: bool) -> tuple[dict[str, float], list[str]]:
+    """All parts at the peak; ``gpu`` adds the multi-GPU buffers and sharding."""
+    parts = {**_static_parts(arch, req), **_dynamic_parts(arch, req)}
+    notes = _distributed(arch, req, parts) if gpu else []
+    if not req.is_peft and req.grad_accum == 1:
+        _, one_layer = f.text_activation_bytes(arch, req, f.llm_seq_len(arch, req))
+        parts.update(_full_ft_peak(arch, req, parts, one_layer))
+    return parts, notes
+
+
+def _full_ft_peak(arch: ModelArch, req: EstimateRequest, parts: dict[str, float], one_layer: float) -> dict:
+    """Full FT, no accumulation: HF Trainer frees gradients after each optimizer step
+    (``zero_grad(set_to_none=True)``), so they grow during backward while activations shrink.
+    Start of backward: activations + logits + the LM head's gradient (computed first);
+    end of backward: all gradients + one layer's activations."""
+    head_grad = arch.vocab * arch.hidden * f.trainable_bytes_each(req)
+    start = parts["activations"] + parts["logits"] + head_grad
+    end = parts["gradients"] + one_layer
+    if start >= end:
+        return {"gradients": head_grad}
+    return {"activations": one_layer, "logits": 0.0}
+
+
+def _distributed(arch: ModelArch, req: EstimateRequest, parts: dict[str, float]) -> list[str]:
+    """DDP keeps a full replica per GPU plus gradient buckets (a copy of the gradients);
+    FSDP (full shard) divides weights, gradients and optimizer state by the GPU count and
+    all-gathers about two layers' weights at a time."""
+    if req.num_gpus <= 1:
+        return []
+    if req.strategy == "ddp":
+        parts["ddp_buckets"] = f.gradient_bytes(arch, req)
+        return [f"DDP on {req.num_gpus} GPUs: every GPU holds a full replica; numbers are per GPU"]
+    for name in ("base_weights", "vision_weights", "adapter_weights", "optimizer_states", "master_weights",
+                 "gradients", "adalora_importance"):
+        parts[name] = parts.get(name, 0.0) / req.num_gpus
+    layer = arch.layer_linear_params * (1 if req.method != "qlora" else 0.5) * BYTES[req.dtype]
+    parts["fsdp_gather"] = 2 * layer
+    return [f"FSDP over {req.num_gpus} GPUs: weights, gradients and optimizer state sharded; numbers are per GPU"]
+
+
+def _notes(arch: ModelArch, req: EstimateRequest, parts: dict[str, float]) -> list[str]:
+    notes = []
+    seq = f.llm_seq_len(arch, req)
+    if seq != req.seq_len:
+        notes.append(f"{req.images_per_sample} image(s) of {req.max_pixels} px need "
+                     f"{req.images_per_sample * f.image_tokens(arch.vision, req.max_pixels)} tokens: "
+                     f"sequence raised from {req.seq_len} to {seq}")
+    if req.images_per_sample and not arch.vision:
+        notes.append("images_per_sample ignored: the model has no vision tower")
+    if arch.max_positions and seq > arch.max_positions:
+        notes.append(f"sequence {seq} exceeds the model's max_position_embeddings {arch.max_positions}")
+    biggest = max(parts, key=parts.get)
+    notes.append(f"largest part: {biggest} ({parts[biggest] / GIB:.2f} GiB)")
+    if req.optimizer == "paged_adamw_8bit":
+        notes.append("paged optimizer: its states can be evicted to CPU under pressure, so a run may "
+                     "fit with up to that part less memory (slower)")
+    if req.method == "qlora" and req.kbit_fp32_upcast:
+        notes.append("qlora: non-quantized parameters (embeddings, norms, LM head, vision tower) counted "
+                     "in fp32, as after peft's prepare_model_for_kbit_training")
+    if req.attention == "eager":
+        notes.append("eager attention materializes seq x seq scores per head; sdpa/flash do not")
+    return notes
+
+
+def _round(parts: dict[str, float]) -> dict[str, int]:
+    return {k: int(round(v)) for k, v in parts.items() if round(v) > 0}
+
+
+def estimate(req: EstimateRequest) -> Estimate:
+    """Peak GPU memory per device of a training step, broken into named parts."""
+    arch = _check(req)
+    parts, notes = _training_parts(arch, req, gpu=True)
+    transient = sum(parts.get(k, 0.0) for k in ("activations", "logits", "vision_activations", "dequant_workspace"))
+    parts["allocator_fragmentation"] = f.FRAGMENTATION * transient
+    parts["cuda_context"] = f.CUDA_CONTEXT_BYTES
+    rounded = _round(parts)
+    return Estimate(parts=rounded, total_bytes=sum(rounded.values()), notes=notes + _notes(arch, req, parts),
+                    params=_param_summary(arch, req), context_bytes=rounded["cuda_context"])
+
+
+def estimate_cpu_training(req: EstimateRequest, runtime_baseline_bytes: int = 0) -> Estimate:
+    """The parts of ``estimate`` that exist when training on CPU: weights, adapters, gradients,
+    optimizer state, activations, logits (no CUDA context, no GPU allocator). Compare with a
+    measured peak RSS minus the process's RSS before loading the model, or pass that baseline
+    as ``runtime_baseline_bytes`` to include it as a part."""
+    arch = _check(req)
+    parts, _ = _training_parts(arch, req, gpu=False)
+    if runtime_baseline_bytes:
+        parts["runtime_baseline"] = float(runtime_baseline_bytes)
+    rounded = _round(parts)
+    notes = ["CPU: GPU-only parts (CUDA context, allocator fragmentation, DDP/FSDP buffers) left out"]
+    return Estimate(parts=rounded, total_bytes=sum(rounded.values()), notes=notes + _notes(arch, req, parts),
+                    params=_param_summary(arch, req))
+
+
+def _param_summary(arch: ModelArch, req: EstimateRequest) -> dict[str, int]:
+    return {"total": arch.total_params, "text": arch.text_params, "vision": arch.vision_params,
+            "trainable": f.trainable_params(arch, req)}
+
+
+def estimate_inference(config: dict, context_len: int = 4096, batch_size: int = 1, dtype: str = "bf16",
+                       quant_bits: int | None = None, attention: str = "sdpa", images: int = 0,
+                       max_pixels: int = 1003520) -> Estimate:
+    """Chat / generation memory: weights + KV cache for ``context_len`` tokens per sequence +
+    one layer's prefill scratch + the vision tower's forward for ``images`` images."""
+    method = "qlora" if quant_bits else "lora"
+    req = EstimateRequest(config=config, method=method, quant_bits=quant_bits or 4, dtype=dtype,
+                          batch_size=batch_size, seq_len=context_len, attention=attention,
+                          images_per_sample=images, max_pixels=max_pixels, kbit_fp32_upcast=False, lora_rank=1)
+    arch = _check(req)
+    c = BYTES[dtype]
+    parts = {"base_weights": f.text_weight_bytes(arch, req), "vision_weights": f.vision_weight_bytes(arch, req),
+             "kv_cache": f.kv_cache_bytes(arch, context_len, batch_size, c),
+             "prefill_scratch": f.prefill_scratch_bytes(arch, batch_size * context_len, context_len, c,
+                                                       attention == "eager"),
+             "logits": batch_size * arch.vocab * 4 * 2,  # generate() keeps only the last position's logits
+             "vision_activations": f.vision_activation_bytes(arch, req)}
+    parts["allocator_fragmentation"] = f.FRAGMENTATION * (parts["kv_cache"] + parts["prefill_scratch"])
+    parts["cuda_context"] = f.CUDA_CONTEXT_BYTES
+    rounded = _round(parts)
+    notes = [f"KV cache: {context_len} tokens x batch {batch_size}"]
+    return Estimate(parts=rounded, total_bytes=sum(rounded.values()), notes=notes,
+                    params={"total": arch.total_params, "text": arch.text_params, "vision": arch.vision_params},
+                    context_bytes=rounded["cuda_context"])

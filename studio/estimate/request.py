@@ -1,0 +1,133 @@
+"""Typed input and output of the estimator."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, Union
+
+Method = Literal["lora", "qlora", "adalora", "dora", "full"]
+Targets = Union[Literal["attention", "all-linear"], tuple]  # or a tuple of module names, e.g. ("q_proj", "v_proj")
+DType = Literal["fp32", "bf16", "fp16"]
+Optimizer = Literal["adamw", "adamw_8bit", "paged_adamw_8bit"]
+Attention = Literal["sdpa", "eager", "flash"]
+Strategy = Literal["ddp", "fsdp"]
+
+METHODS = ("lora", "qlora", "adalora", "dora", "full")
+TARGETS = ("attention", "all-linear")
+DTYPES = ("fp32", "bf16", "fp16")
+OPTIMIZERS = ("adamw", "adamw_8bit", "paged_adamw_8bit")
+ATTENTIONS = ("sdpa", "eager", "flash")
+BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+
+GIB = 1024 ** 3
+
+
+@dataclass(frozen=True)
+class EstimateRequest:
+    """One training run, as far as memory is concerned.
+
+    ``config`` is a model's config.json as a dict. ``dtype`` is the dtype the base weights are held
+    in (and the compute dtype of QLoRA's de-quantized matmuls). ``seq_len`` is the cut-off: the
+    longest tokenized sample, padded to in a batch; for vision-language models it includes the image
+    tokens. ``batch_size`` is per device; ``grad_accum`` does not change activation memory but keeps
+    full fine-tuning's gradients alive between micro-batches.
+    """
+
+    config: dict[str, Any]
+    method: Method = "lora"
+    lora_rank: int = 16
+    targets: Targets = "all-linear"
+    dtype: DType = "bf16"
+    quant_bits: int = 4
+    double_quant: bool = True
+    optimizer: Optimizer = "adamw"
+    batch_size: int = 1
+    grad_accum: int = 1
+    seq_len: int = 2048
+    gradient_checkpointing: bool = False
+    attention: Attention = "sdpa"
+    max_pixels: int = 1003520  # 1280 * 28 * 28, a common Qwen2.5-VL training setting
+    images_per_sample: int = 0
+    tune_vision: bool = False
+    num_gpus: int = 1
+    strategy: Strategy = "ddp"
+    adapter_dtype: DType = "fp32"  # peft keeps adapters in fp32 (autocast_adapter_dtype=True)
+    master_weights: bool = False  # full FT: fp32 master copy + fp32 Adam states (mixed precision)
+    kbit_fp32_upcast: bool = True  # qlora: peft's prepare_model_for_kbit_training casts the rest to fp32
+    adalora_init_rank: int | None = None  # AdaLoRA trains from init_r (default 1.5 x rank) down to rank
+
+    def with_(self, **changes: Any) -> "EstimateRequest":
+        return replace(self, **changes)
+
+    @property
+    def is_peft(self) -> bool:
+        return self.method != "full"
+
+    @property
+    def is_vision(self) -> bool:
+        return bool(self.config.get("vision_config"))
+
+    @property
+    def effective_batch(self) -> int:
+        return self.batch_size * self.grad_accum * self.num_gpus
+
+    def problems(self) -> list[str]:
+        """Everything wrong with the request, all at once (empty when valid)."""
+        out = []
+        if not isinstance(self.targets, tuple) and self.targets not in TARGETS:
+            out.append(f"targets must be one of {', '.join(TARGETS)} or a tuple of module names (got {self.targets!r})")
+        for name, value, allowed in (("method", self.method, METHODS),
+                                     ("dtype", self.dtype, DTYPES), ("adapter_dtype", self.adapter_dtype, DTYPES),
+                                     ("optimizer", self.optimizer, OPTIMIZERS), ("attention", self.attention, ATTENTIONS),
+                                     ("strategy", self.strategy, ("ddp", "fsdp"))):
+            if value not in allowed:
+                out.append(f"{name} must be one of {', '.join(allowed)} (got {value!r})")
+        for name in ("lora_rank", "batch_size", "grad_accum", "seq_len", "num_gpus"):
+            if int(getattr(self, name)) < 1:
+                out.append(f"{name} must be at least 1")
+        if self.method == "qlora" and self.quant_bits not in (4, 8):
+            out.append("quant_bits must be 4 or 8 for qlora")
+        if self.images_per_sample < 0 or self.max_pixels < 0:
+            out.append("images_per_sample and max_pixels cannot be negative")
+        for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size"):
+            if key not in self.config and key not in (self.config.get("text_config") or {}):
+                out.append(f"config has no {key}")
+        return out
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Peak memory per device, in bytes, as named parts that add up to ``total_bytes``.
+
+    ``context_bytes`` is the part outside PyTorch's allocator (CUDA context, kernels, cuBLAS
+    workspace): torch's ``max_memory_reserved`` / ``max_memory_allocated`` do not see it,
+    ``nvidia-smi`` does. ``allocator_bytes`` is everything else.
+    """
+
+    parts: dict[str, int]
+    total_bytes: int
+    notes: list[str] = field(default_factory=list)
+    params: dict[str, int] = field(default_factory=dict)
+    context_bytes: int = 0
+
+    @property
+    def allocator_bytes(self) -> int:
+        return self.total_bytes - self.context_bytes
+
+    @property
+    def total_gib(self) -> float:
+        return self.total_bytes / GIB
+
+    def gib(self, part: str) -> float:
+        return self.parts.get(part, 0) / GIB
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"parts": dict(self.parts), "total_bytes": self.total_bytes, "total_gib": round(self.total_gib, 3),
+                "notes": list(self.notes), "params": dict(self.params), "context_bytes": self.context_bytes}
+
+    def table(self) -> str:
+        """A small text table of the parts (GiB), largest first."""
+        width = max([len(k) for k in self.parts] + [5])
+        lines = [f"{name:<{width}}  {value / GIB:9.2f} GiB" for name, value in
+                 sorted(self.parts.items(), key=lambda kv: -kv[1]) if value]
+        lines.append(f"{'total':<{width}}  {self.total_gib:9.2f} GiB")
+        return "\n".join(lines)
