@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     demo = build_app(db)
     demo.queue(default_concurrency_limit=8)
     demo.launch(server_name=args.host, server_port=args.port, auth=parse_auth(args.auth),
-                prevent_thread_lock=True, **launch_kwargs())
+                prevent_thread_lock=True, **launch_kwargs(db))
     print(f"Finetune Studio is running at http://{args.host}:{args.port} (Ctrl-C to stop)", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -8,6 +8,7 @@ import pandas as pd
 
 from storage.db import Database
 from studio import activity
+from ui.i18n import t
 
 REFRESH_S = 2.0
 JOB_COLUMNS = ["ID", "Job", "Status", "Progress", "Created (UTC)", "Duration", "Error"]
@@ -19,16 +20,15 @@ def jobs_table(db: Database) -> pd.DataFrame:
 
 
 def render(db: Database) -> None:
-    gr.Markdown("Everything the studio has run or is running. The list refreshes by itself and "
-                "survives a browser refresh: it is read from the database.")
+    gr.Markdown(t("jobs.intro"))
     jobs = gr.Dataframe(value=lambda: jobs_table(db), headers=JOB_COLUMNS, interactive=False,
-                        label="Jobs", wrap=True, elem_id="jobs-table")
+                        label=t("jobs.table"), wrap=True, elem_id="jobs-table")
     with gr.Row():
-        job_id = gr.Number(label="Job ID", precision=0, minimum=1, scale=1)
-        cancel = gr.Button("Cancel job", variant="stop", scale=0)
-        show_log = gr.Button("Show log", scale=0)
+        job_id = gr.Number(label=t("jobs.id"), precision=0, minimum=1, scale=1)
+        cancel = gr.Button(t("jobs.cancel"), variant="stop", scale=0)
+        show_log = gr.Button(t("jobs.show_log"), scale=0)
     notice = gr.Markdown()
-    log = gr.Code(label="Log (last lines)", language=None, lines=12, interactive=False)
+    log = gr.Code(label=t("jobs.log"), language=None, lines=12, interactive=False)
     timer = gr.Timer(REFRESH_S)
     timer.tick(lambda: jobs_table(db), outputs=jobs, api_name="refresh_jobs", show_progress="hidden")
 

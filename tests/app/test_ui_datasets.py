@@ -1,0 +1,57 @@
+"""Datasets tab through gradio_client: real upload, real import, real files."""
+from __future__ import annotations
+
+import pytest
+from gradio_client import Client, handle_file
+
+from studio.datasets import service as datasets
+from ui.app import build_app, launch_kwargs
+
+
+@pytest.fixture
+def client(db):
+    demo = build_app(db)
+    demo.queue()
+    _, url, _ = demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **launch_kwargs(db))
+    try:
+        yield Client(url, verbose=False)
+    finally:
+        demo.close()
+
+
+def import_args(path, **overrides):
+    args = dict(upload=handle_file(str(path)), name="", fmt="auto-detect", val_fraction=0.1, dedupe=True, limit=0,
+                skip_bad=False, instruction="Describe this image.", column_map="")
+    args.update(overrides)
+    return list(args.values())
+
+
+def test_upload_alpaca_imports_and_previews(db, client, shared_data):
+    message, problems, table, selected = client.predict(*import_args(shared_data / "identity.json"),
+                                                        api_name="/import_dataset")
+    assert message.startswith("**Imported #1 identity")
+    (row,) = datasets.list_datasets(db)
+    assert row.num_train + row.num_validation == row.num_rows == 91 and row.num_validation == 9
+    assert table["data"][0][:4] == [1, "identity", "alpaca", 91]
+    chat = client.predict(1, 0, api_name="/preview_row")
+    assert [m["role"] for m in chat][-1] == "assistant" and any("{{name}}" in str(m["content"]) for m in chat)
+    # the upload was copied into the workspace, the original kept in the dataset folder
+    assert any(db.workspace.uploads_dir.rglob("identity.json"))
+
+
+def test_broken_upload_reports_rows_and_writes_nothing(db, client, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"instruction": "hi", "output": "ok"}\n{"instruction": "x", "output": \n', encoding="utf-8")
+    message, problems, _, _ = client.predict(*import_args(bad), api_name="/import_dataset")
+    assert "Not imported" in message and "Nothing was written" in message
+    problems = problems.get("value", problems)  # a gr.update(value=..., visible=True)
+    assert any("line 2" in row[0] for row in problems["data"])
+    assert datasets.list_datasets(db) == []
+    assert not any(db.workspace.datasets_dir.iterdir())
+
+
+def test_bad_column_mapping_is_refused_before_import(db, client, shared_data):
+    message, *_ = client.predict(*import_args(shared_data / "identity.json", column_map="nonsense"),
+                                 api_name="/import_dataset")
+    assert "must look like source=field" in message
+    assert datasets.list_datasets(db) == []

@@ -1,0 +1,181 @@
+"""Datasets tab: upload -> validated import -> table of datasets -> preview and statistics."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from storage.db import Database
+from studio.datasets import service as datasets
+from studio.datasets.formats import FORMAT_NAMES
+from studio.datasets.options import DEFAULT_INSTRUCTION, ImportOptions
+from studio.datasets.problems import DatasetImportError
+from studio.uploads import store_upload
+from ui import widgets
+from ui.i18n import add, t
+
+add("ds.intro", "Upload instruction, chat or image-text data: JSON, JSONL, CSV/TSV, Parquet, or a .zip with "
+    "a data file and its images (or images with same-name .txt captions). The format is detected; every problem "
+    "is reported at once with its file and row, and a failed import writes nothing.",
+    "上传指令、对话或图文数据：JSON、JSONL、CSV/TSV、Parquet，或包含数据文件和图片的 .zip（也可以是图片加同名 .txt "
+    "说明）。格式自动识别；所有问题一次性列出（文件和行号），导入失败不会写入任何内容。")
+add("ds.upload", "Data file or .zip", "数据文件或 .zip")
+add("ds.name", "Name (optional)", "名称（可选）")
+add("ds.format", "Format", "格式")
+add("ds.options", "Import options", "导入选项")
+add("ds.val", "Validation split", "验证集比例")
+add("ds.dedupe", "Remove exact duplicates", "去除完全重复的行")
+add("ds.limit", "Row limit (0 = all)", "行数上限（0 = 全部）")
+add("ds.skip", "Import the good rows and skip bad ones", "跳过有问题的行，只导入正确的行")
+add("ds.instruction", "Instruction for image captions", "图片说明数据使用的指令")
+add("ds.map", "Column mapping (source=field, comma separated)", "列映射（源列=字段，用逗号分隔）")
+add("ds.import", "Import dataset", "导入数据集")
+add("ds.problems", "Problems found", "发现的问题")
+add("ds.table", "Datasets", "数据集列表")
+add("ds.select", "Dataset", "数据集")
+add("ds.row", "Row", "行")
+add("ds.preview", "Preview (what the model will see)", "预览（模型将看到的内容）")
+add("ds.rename", "New name", "新名称")
+add("ds.rename_btn", "Rename", "重命名")
+add("ds.delete_btn", "Delete dataset", "删除数据集")
+add("ds.refresh", "Refresh", "刷新")
+
+AUTO = "auto-detect"
+TABLE_COLUMNS = ["ID", "Name", "Format", "Rows", "Train", "Validation", "Images", "Skipped", "Size", "Created (UTC)"]
+PROBLEM_COLUMNS = ["Where", "Problem", "How to fix"]
+
+
+def datasets_table(db: Database) -> pd.DataFrame:
+    rows = [[d.id, d.name, d.format, d.num_rows, d.num_train, d.num_validation, d.num_images, d.num_skipped,
+             widgets.human_bytes(d.size_bytes), f"{d.created_at:%Y-%m-%d %H:%M}"] for d in datasets.list_datasets(db)]
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+
+
+def dataset_choices(db: Database) -> list[tuple[str, int]]:
+    return [(f"#{d.id} {d.name} ({d.num_rows} rows)", d.id) for d in datasets.list_datasets(db)]
+
+
+def parse_column_map(text: str) -> dict[str, str]:
+    mapping = {}
+    for item in filter(None, (p.strip() for p in (text or "").split(","))):
+        source, sep, target = item.partition("=")
+        if not sep or not source.strip() or not target.strip():
+            raise ValueError(f"column mapping entry {item!r} must look like source=field")
+        mapping[source.strip()] = target.strip()
+    return mapping
+
+
+def run_import(db: Database, upload, name, fmt, val_fraction, dedupe, limit, skip_bad, instruction, column_map):
+    """Returns (message, problems table)."""
+    if not upload:
+        return "Choose a file to upload first.", gr.update(visible=False)
+    try:
+        options = ImportOptions(name=(name or "").strip() or None, format=None if fmt == AUTO else fmt,
+                                column_map=parse_column_map(column_map), instruction=instruction or DEFAULT_INSTRUCTION,
+                                val_fraction=float(val_fraction or 0), dedupe=bool(dedupe),
+                                limit=int(limit) if limit else None, on_error="skip" if skip_bad else "fail")
+    except ValueError as e:
+        return f"**Not imported:** {e}", gr.update(visible=False)
+    if errors := options.check():
+        return "**Not imported:** " + "; ".join(errors), gr.update(visible=False)
+    stored = store_upload(db, upload, Path(upload).name)
+    try:
+        result = datasets.import_dataset(db, stored, options)
+    except DatasetImportError as e:
+        table = pd.DataFrame([[p.where(), p.message, p.hint] for p in e.problems], columns=PROBLEM_COLUMNS)
+        return (f"**Not imported — {len(e.problems)} problem(s).** Nothing was written. Fix the file, or tick "
+                f"*{'skip bad rows'}* to import the good rows.", gr.update(value=table, visible=True))
+    d = result.dataset
+    skipped = f", {d.num_skipped} bad rows skipped (see the table)" if d.num_skipped else ""
+    problems = getattr(result.report, "problems", []) or []
+    table = pd.DataFrame([[p.where(), p.message, p.hint] for p in problems], columns=PROBLEM_COLUMNS)
+    return (f"**Imported #{d.id} {d.name}** as {d.format}: {d.num_train} training rows, {d.num_validation} "
+            f"validation rows, {d.num_images} images{skipped}.", gr.update(value=table, visible=bool(problems)))
+
+
+def row_as_chat(db: Database, dataset_id, row_index) -> list[dict]:
+    """One canonical row in the Chatbot's messages format, images as files."""
+    if not dataset_id:
+        return []
+    rows = datasets.preview(db, int(dataset_id), n=1, offset=int(row_index or 0))
+    if not rows:
+        return []
+    messages = []
+    for m in rows[0]["messages"]:
+        role = "assistant" if m["role"] == "assistant" else "user"
+        prefix = "[system] " if m["role"] == "system" else ""
+        for part in m["content"]:
+            if part["type"] == "image":
+                messages.append({"role": role, "content": {"path": part["image"]}})
+            else:
+                messages.append({"role": role, "content": prefix + part["text"]})
+    return messages
+
+
+def render(db: Database) -> dict:
+    """Builds the tab; returns the components other tabs react to."""
+    gr.Markdown(t("ds.intro"))
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, min_width=320):
+            upload = gr.File(label=t("ds.upload"), file_types=[".json", ".jsonl", ".csv", ".tsv", ".parquet", ".zip"],
+                             type="filepath", elem_id="dataset-upload")
+            name = gr.Textbox(label=t("ds.name"), max_length=200)
+            fmt = gr.Dropdown(label=t("ds.format"), choices=[AUTO, *FORMAT_NAMES], value=AUTO)
+            with gr.Accordion(t("ds.options"), open=False):
+                val = gr.Slider(label=t("ds.val"), minimum=0, maximum=0.5, step=0.01, value=0.0)
+                dedupe = gr.Checkbox(label=t("ds.dedupe"), value=True)
+                limit = gr.Number(label=t("ds.limit"), value=0, precision=0, minimum=0)
+                skip_bad = gr.Checkbox(label=t("ds.skip"), value=False)
+                instruction = gr.Textbox(label=t("ds.instruction"), value=DEFAULT_INSTRUCTION)
+                column_map = gr.Textbox(label=t("ds.map"), placeholder="prompt=instruction, answer=output")
+            import_btn = gr.Button(t("ds.import"), variant="primary", elem_id="dataset-import")
+            message = gr.Markdown(elem_id="dataset-import-message")
+            problems = gr.Dataframe(headers=PROBLEM_COLUMNS, label=t("ds.problems"), visible=False, wrap=True,
+                                    interactive=False)
+        with gr.Column(scale=3):
+            table = gr.Dataframe(value=lambda: datasets_table(db), headers=TABLE_COLUMNS, label=t("ds.table"),
+                                 interactive=False, elem_id="datasets-table")
+            with gr.Row():
+                selected = gr.Dropdown(label=t("ds.select"), choices=dataset_choices(db), scale=3)
+                row = gr.Number(label=t("ds.row"), value=0, precision=0, minimum=0, scale=1)
+                refresh = gr.Button(t("ds.refresh"), scale=0)
+            preview = gr.Chatbot(label=t("ds.preview"), height=380, elem_id="dataset-preview")
+            with gr.Row():
+                new_name = gr.Textbox(label=t("ds.rename"), scale=3)
+                rename_btn = gr.Button(t("ds.rename_btn"), scale=0)
+                delete_btn = gr.Button(t("ds.delete_btn"), variant="stop", scale=0)
+            manage_msg = gr.Markdown()
+
+    def _after_change(selected_id=None):
+        choices = dataset_choices(db)
+        return datasets_table(db), gr.update(choices=choices, value=selected_id)
+
+    def _import(*args):
+        msg, probs = run_import(db, *args)
+        newest = datasets.list_datasets(db)
+        selected_id = newest[0].id if newest and msg.startswith("**Imported") else None
+        return (msg, probs, *_after_change(selected_id))
+
+    import_btn.click(_import, inputs=[upload, name, fmt, val, dedupe, limit, skip_bad, instruction, column_map],
+                     outputs=[message, problems, table, selected], api_name="import_dataset")
+    selected.change(lambda d: (row_as_chat(db, d, 0), 0), inputs=selected, outputs=[preview, row],
+                    api_name="select_dataset")
+    row.change(lambda d, r: row_as_chat(db, d, r), inputs=[selected, row], outputs=preview, api_name="preview_row")
+    refresh.click(lambda d: _after_change(d), inputs=selected, outputs=[table, selected], api_name="refresh_datasets")
+
+    def _rename(d, new):
+        if not d or not (new or "").strip():
+            return "Pick a dataset and type its new name.", *_after_change(d)
+        datasets.rename_dataset(db, int(d), new.strip())
+        return f"Renamed #{int(d)}.", *_after_change(d)
+
+    def _delete(d):
+        if not d:
+            return "Pick a dataset to delete.", *_after_change()
+        datasets.delete_dataset(db, int(d))
+        return f"Deleted #{int(d)} and its files.", *_after_change()
+
+    rename_btn.click(_rename, inputs=[selected, new_name], outputs=[manage_msg, table, selected], api_name="rename_dataset")
+    delete_btn.click(_delete, inputs=selected, outputs=[manage_msg, table, selected], api_name="delete_dataset")
+    return {"table": table, "selected": selected}
