@@ -1,0 +1,24 @@
+"""A folder (or zip) of images with same-name ``.txt`` captions: ``cat.jpg`` + ``cat.txt``.
+
+Rows come from ``studio.datasets.folder.caption_records`` as ``{"image", "caption"}`` and are
+converted exactly like a caption table. Never detected from keys: chosen when the upload holds
+images and no data file."""
+from __future__ import annotations
+
+from typing import Any
+
+from studio.datasets.canonical import Draft
+from studio.datasets.formats import caption
+from studio.datasets.formats.base import Context
+
+NAME = "image_folder"
+DESCRIPTION = "Folder or zip of images with same-name .txt captions"
+FIELDS = ("image", "caption")
+
+
+def detect(keys: set[str]) -> bool:
+    return False
+
+
+def convert(row: dict[str, Any], ctx: Context) -> Draft | None:
+    return caption.convert(row, ctx)
