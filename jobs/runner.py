@@ -14,15 +14,22 @@ import sys
 import traceback
 
 EXIT_OK, EXIT_ERROR, EXIT_CANCELLED = 0, 1, 3
+WORKER_PID_ENV = "FTS_WORKER_PID"
 
 
 def die_with_parent() -> None:
-    """Ask Linux to SIGKILL us if the worker dies, so a killed worker leaves no orphan job."""
+    """Ask Linux to SIGKILL us if the worker dies, so a killed worker leaves no orphan job.
+
+    The worker may die between starting us and this call; then our parent is already someone else
+    and the death signal would never come, so we check and leave at once."""
     if sys.platform.startswith("linux"):
         try:
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         except OSError:
             pass
+    expected = os.environ.get(WORKER_PID_ENV)
+    if expected and os.getppid() != int(expected):
+        os._exit(EXIT_ERROR)
 
 
 def execute(job_id: int, outcome_file: str) -> int:

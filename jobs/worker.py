@@ -24,7 +24,7 @@ from typing import Any
 from jobs import logsetup, queue
 from jobs.context import JobCancelled, JobContext
 from jobs.kinds import JobKind, get_kind
-from jobs.runner import EXIT_CANCELLED, EXIT_OK
+from jobs.runner import EXIT_CANCELLED, EXIT_OK, WORKER_PID_ENV
 from storage.db import Database
 from storage.models import Job, JobStatus
 
@@ -118,7 +118,7 @@ class Worker:
         outcome_file = log_path.with_suffix(".outcome.json")
         outcome_file.unlink(missing_ok=True)
         env = {**os.environ, "FTS_WORKSPACE": str(self.db.settings.workspace), "FTS_DB_URL": self.db.settings.db_url,
-               "PYTHONUNBUFFERED": "1"}
+               "PYTHONUNBUFFERED": "1", WORKER_PID_ENV: str(os.getpid())}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
         with open(log_path, "ab") as logf:
             proc = subprocess.Popen([sys.executable, "-m", "jobs.runner", str(job.id), str(outcome_file)],
