@@ -58,3 +58,4 @@ register(JobKind("models.prepare", "jobs.system_jobs:prepare_model", isolated=Tr
 # The studio's work.
 register(JobKind("train", "studio.training.job:run_training_job", isolated=True,
                  on_finish="studio.training.job:on_training_job_finished"))
+register(JobKind("datasets.stats", "studio.datasets.stats_job:run_stats_job"))

@@ -68,3 +68,35 @@ def job_log_tail(db: Database, job_id: int, max_bytes: int = 8000) -> str:
 
 def cancel_job(db: Database, job_id: int) -> str:
     return queue.request_cancel(db, job_id)
+
+
+@dataclass(frozen=True)
+class JobState:
+    status: str
+    fraction: float | None
+    message: str
+    result: dict | None
+    error: str | None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in JobStatus.FINISHED
+
+
+def job_state(db: Database, job_id: int) -> JobState:
+    j = queue.get(db, job_id)
+    p = j.progress or {}
+    return JobState(j.status, p.get("fraction"), p.get("message") or "", j.result, j.error)
+
+
+def wait_for_job(db: Database, job_id: int, poll_s: float = 0.5, timeout_s: float = 600):
+    """Yield the job's state until it finishes (for UI generators and the CLI)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        state = job_state(db, job_id)
+        yield state
+        if state.finished or time.monotonic() > deadline:
+            return
+        time.sleep(poll_s)

@@ -228,3 +228,14 @@ def statistics(db: Database, dataset_id: int, processor: Any, *, split: str = "t
     return compute_statistics(read_canonical(db, dataset_id, split), processor, cutoff_len=cutoff_len,
                               min_pixels=min_pixels, max_pixels=max_pixels, image_token=image_token,
                               image_tokens=image_tokens, bins=bins, limit=limit)
+
+
+def request_statistics(db: Database, dataset_id: int, model_ref: str, *, cutoff_len: int = 2048,
+                       max_pixels: int | None = None, split: str = "train") -> int:
+    """Queue a statistics job (the worker loads the model's tokenizer); returns the job id."""
+    from jobs import queue
+
+    get_dataset(db, dataset_id)  # fail fast on a wrong id
+    return queue.enqueue(db, "datasets.stats", {"dataset_id": dataset_id, "model_ref": model_ref,
+                                                 "cutoff_len": cutoff_len, "max_pixels": max_pixels,
+                                                 "split": split}, priority=5)

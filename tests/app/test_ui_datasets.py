@@ -55,3 +55,23 @@ def test_bad_column_mapping_is_refused_before_import(db, client, shared_data):
                                  api_name="/import_dataset")
     assert "must look like source=field" in message
     assert datasets.list_datasets(db) == []
+
+
+def test_statistics_come_from_a_worker_job_with_the_models_tokenizer(db, client, shared_data, smollm2_path):
+    import threading
+
+    from jobs.worker import Worker, WorkerConfig
+
+    client.predict(*import_args(shared_data / "identity.json", val_fraction=0), api_name="/import_dataset")
+    worker = Worker(db, WorkerConfig(poll_s=0.1))
+    thread = threading.Thread(target=worker.run_forever, daemon=True)
+    thread.start()
+    try:
+        long_cut, hist = client.predict(1, "builtin:smollm2-135m-instruct", 4096, 784, api_name="/dataset_statistics")
+        short_cut, _ = client.predict(1, "builtin:smollm2-135m-instruct", 16, 784, api_name="/dataset_statistics")
+    finally:
+        worker.stop_event.set()
+        thread.join(30)
+    assert long_cut.startswith("**91 rows**") and "**0 rows** exceed the cut-off of 4096" in long_cut
+    assert "**91 rows** exceed the cut-off of 16" in short_cut
+    assert sum(r[1] for r in hist["data"]) == 91

@@ -1,6 +1,7 @@
 """Datasets tab: upload -> validated import -> table of datasets -> preview and statistics."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import gradio as gr
@@ -40,6 +41,15 @@ add("ds.rename", "New name", "新名称")
 add("ds.rename_btn", "Rename", "重命名")
 add("ds.delete_btn", "Delete dataset", "删除数据集")
 add("ds.refresh", "Refresh", "刷新")
+add("ds.stats", "Token statistics", "Token 统计")
+add("ds.stats_intro", "Token lengths as the chosen model's tokenizer (and image processor) sees them, against "
+    "the cut-off length. Rows cut inside their image tokens fail in training, so they are counted separately.",
+    "按所选模型的分词器（及图像处理器）计算的 token 长度，并与截断长度比较。在图像 token 内部被截断的行会导致训练失败，因此单独统计。")
+add("ds.stats_model", "Model (its tokenizer)", "模型（使用其分词器）")
+add("ds.cutoff", "Cut-off length (tokens)", "截断长度（token）")
+add("ds.max_pixels", "Max pixels per image (vision models)", "每张图片最大像素数（视觉模型）")
+add("ds.stats_btn", "Compute statistics", "计算统计")
+add("ds.hist", "Rows by token length", "按 token 长度的行数分布")
 
 AUTO = "auto-detect"
 TABLE_COLUMNS = ["ID", "Name", "Format", "Rows", "Train", "Validation", "Images", "Skipped", "Size", "Created (UTC)"]
@@ -113,6 +123,49 @@ def row_as_chat(db: Database, dataset_id, row_index) -> list[dict]:
     return messages
 
 
+def model_choices() -> list[tuple[str, str]]:
+    from studio.models import registry
+
+    return [(m.display_name, m.ref) for m in registry.list_builtin()]
+
+
+def histogram_frame(stats: dict) -> pd.DataFrame:
+    edges, counts = stats["histogram"]["edges"], stats["histogram"]["counts"]
+    labels = [f"{int(edges[i])}-{int(edges[i + 1])}" for i in range(len(counts))]
+    return pd.DataFrame({"tokens": labels, "rows": counts})
+
+
+def stats_summary(stats: dict) -> str:
+    lines = [f"**{stats['rows']} rows**, {stats['turns']} turns, {stats['images']} images "
+             f"({stats['image_tokens']} image tokens). Tokens per row: min {stats['min_tokens']}, median "
+             f"{stats['median_tokens']}, mean {stats['mean_tokens']:.0f}, max {stats['max_tokens']}.",
+             f"**{stats['rows_over_cutoff']} rows** exceed the cut-off of {stats['cutoff_len']} tokens and will be cut."]
+    if stats.get("rows_cut_inside_image"):
+        lines.append(f"⚠️ **{stats['rows_cut_inside_image']} rows would be cut inside their image tokens** "
+                     "(\"image features and image tokens do not match\"): raise the cut-off or lower max pixels.")
+    return "\n\n".join(lines)
+
+
+def compute_stats(db: Database, dataset_id, model_ref, cutoff, max_pixels):
+    """Generator: queue the statistics job and report until its result arrives."""
+    from studio import activity
+
+    if not dataset_id or not model_ref:
+        yield "Pick a dataset and a model first.", gr.update()
+        return
+    job_id = datasets.request_statistics(db, int(dataset_id), model_ref, cutoff_len=int(cutoff),
+                                         max_pixels=int(max_pixels) if max_pixels else None)
+    for state in activity.wait_for_job(db, job_id):
+        if state.status == "queued":
+            yield "Waiting for the worker (it runs one job at a time)…", gr.update()
+        elif not state.finished:
+            yield f"Computing… {state.message}", gr.update()
+    if state.status != "succeeded":
+        yield f"Statistics failed: {state.error}", gr.update()
+        return
+    yield stats_summary(state.result), histogram_frame(state.result)
+
+
 def render(db: Database) -> dict:
     """Builds the tab; returns the components other tabs react to."""
     gr.Markdown(t("ds.intro"))
@@ -146,6 +199,17 @@ def render(db: Database) -> dict:
                 rename_btn = gr.Button(t("ds.rename_btn"), scale=0)
                 delete_btn = gr.Button(t("ds.delete_btn"), variant="stop", scale=0)
             manage_msg = gr.Markdown()
+            with gr.Accordion(t("ds.stats"), open=True):
+                gr.Markdown(t("ds.stats_intro"))
+                with gr.Row():
+                    choices = model_choices()
+                    stats_model = gr.Dropdown(label=t("ds.stats_model"), choices=choices, value=choices[0][1],
+                                              allow_custom_value=True, scale=3)
+                    cutoff = gr.Number(label=t("ds.cutoff"), value=1024, precision=0, minimum=16, maximum=131072)
+                    max_pixels = gr.Number(label=t("ds.max_pixels"), value=512 * 512, precision=0, minimum=784)
+                stats_btn = gr.Button(t("ds.stats_btn"))
+                stats_msg = gr.Markdown(elem_id="dataset-stats")
+                hist = gr.BarPlot(x="tokens", y="rows", label=t("ds.hist"), x_label_angle=-30, sort=None, height=260)
 
     def _after_change(selected_id=None):
         choices = dataset_choices(db)
@@ -178,4 +242,6 @@ def render(db: Database) -> dict:
 
     rename_btn.click(_rename, inputs=[selected, new_name], outputs=[manage_msg, table, selected], api_name="rename_dataset")
     delete_btn.click(_delete, inputs=selected, outputs=[manage_msg, table, selected], api_name="delete_dataset")
+    stats_btn.click(functools.partial(compute_stats, db), inputs=[selected, stats_model, cutoff, max_pixels],
+                    outputs=[stats_msg, hist], api_name="dataset_statistics")
     return {"table": table, "selected": selected}
