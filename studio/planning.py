@@ -1,0 +1,76 @@
+"""Before a run is queued: what it will need. Spec -> memory estimate -> verdict and fixes.
+
+Used by the Train tab (live, as settings change) and by the training service (the estimate is
+recorded on the run beside the measured peak). Reads config.json only: no weights, no torch.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from studio import estimate as est
+from studio.training.spec import RunSpec
+
+
+@dataclass
+class MemoryPlan:
+    request: est.EstimateRequest | None
+    estimate: est.Estimate | None
+    capacity_bytes: int
+    verdict: str  # fits | tight | does not fit | unknown
+    suggestions: list[est.Suggestion] = field(default_factory=list)
+    error: str | None = None
+
+
+def model_config(model_ref: str, trust_remote_code: bool = False) -> dict[str, Any]:
+    """The model's config.json. Popular Hub models come from the bundled table (instant, offline:
+    the same config the Hub serves); everything else from the registry (built-ins, local folders,
+    the Hub or its cache)."""
+    from studio.models import registry
+
+    try:
+        return est.lookup_config(model_ref)
+    except est.UnknownModel:
+        return registry.inspect(model_ref, trust_remote_code=trust_remote_code).config
+
+
+def _targets(spec: RunSpec) -> Any:
+    targets = spec.method.targets
+    return tuple(targets.custom) if targets.mode == "custom" else targets.mode
+
+
+def _method(spec: RunSpec) -> str:
+    if spec.method.name == "lora" and spec.method.use_dora:
+        return "dora"
+    return spec.method.name
+
+
+def estimate_request(spec: RunSpec, config: dict[str, Any], images_per_sample: int = 0,
+                     gpu_dtype: str = "bf16") -> est.EstimateRequest:
+    """Translate a run spec into the estimator's terms (for a GPU: ``auto`` precision means bf16)."""
+    m, t = spec.method, spec.train
+    dtype = gpu_dtype if t.precision == "auto" else t.precision
+    return est.EstimateRequest(
+        config=config, method=_method(spec), lora_rank=getattr(m, "r", None) or getattr(m, "target_r", 8),
+        targets=_targets(spec), dtype=dtype, quant_bits=getattr(m, "bits", 4),
+        double_quant=getattr(m, "double_quant", True), batch_size=t.batch_size, grad_accum=t.grad_accum,
+        seq_len=t.cutoff_len, gradient_checkpointing=t.gradient_checkpointing,
+        max_pixels=spec.vision.max_pixels, images_per_sample=images_per_sample,
+        tune_vision=spec.vision.vision_tower == "lora", num_gpus=t.num_processes,
+        adalora_init_rank=getattr(m, "init_r", None))
+
+
+def images_per_sample(num_images: int, num_rows: int) -> int:
+    return math.ceil(num_images / num_rows) if num_rows and num_images else 0
+
+
+def plan_memory(spec: RunSpec, capacity_bytes: int, images: int = 0) -> MemoryPlan:
+    try:
+        request = estimate_request(spec, model_config(spec.model, spec.trust_remote_code), images)
+        estimate = est.estimate(request)
+    except Exception as e:  # noqa: BLE001 - an estimate is advice; say why there is none
+        return MemoryPlan(None, None, capacity_bytes, "unknown", error=f"{type(e).__name__}: {e}")
+    verdict = est.verdict(estimate.total_bytes, capacity_bytes)
+    fixes = est.suggestions(request, capacity_bytes) if verdict != "fits" else []
+    return MemoryPlan(request, estimate, capacity_bytes, verdict, fixes)
