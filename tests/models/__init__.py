@@ -1,0 +1,1 @@
+"""Tests of studio.models: built-in offline models, Hub ids, local folders."""
