@@ -1,0 +1,416 @@
+"""Train tab: model, data, method and hyperparameters as typed controls -> a RunSpec -> start_run.
+
+Every widget is registered under the dotted spec field it fills (``FORM``), callbacks receive the
+values as a dict, and ``spec_from_form`` turns them into a typed ``RunSpec``: no positional lists.
+"""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import gradio as gr
+
+from storage.db import Database
+from studio import estimate as est
+from studio.datasets import service as datasets
+from studio.methods import METHODS
+from studio.planning import MemoryPlan, images_per_sample, plan_memory
+from studio.training.spec import RunSpec, parse_spec
+from ui.i18n import add, t
+from ui.memory_bar import memory_bar_html
+
+add("tr.intro", "Build a run: pick a model, a dataset and a method; the memory estimate updates as you go. "
+    "The settings are the run's spec, shown below as YAML: the same file runs headless with "
+    "`python -m studio train spec.yaml`.",
+    "配置一次训练：选择模型、数据集和方法，显存估算会随设置实时更新。这些设置就是本次运行的配置（下方 YAML），"
+    "同一文件可用 `python -m studio train spec.yaml` 在命令行运行。")
+add("tr.model", "Model (built-in, Hub id or local folder)", "模型（内置、Hub ID 或本地文件夹）")
+add("tr.trust", "Allow this model's own Python code (trust_remote_code)", "允许运行该模型自带的 Python 代码（trust_remote_code）")
+add("tr.dataset", "Dataset", "数据集")
+add("tr.name", "Run name (optional)", "运行名称（可选）")
+add("tr.method", "Method", "方法")
+add("tr.preset", "Preset (a starting point, not a rule)", "预设（起点而非规定）")
+add("tr.rank", "Rank r", "秩 r")
+add("tr.alpha", "Alpha", "Alpha")
+add("tr.dropout", "Dropout", "Dropout")
+add("tr.targets", "Layers that get adapters", "添加适配器的层")
+add("tr.custom", "Custom module names (comma separated)", "自定义模块名（逗号分隔）")
+add("tr.dora", "DoRA (learn magnitudes too)", "DoRA（同时学习幅度）")
+add("tr.rslora", "rsLoRA (rank-stable scaling)", "rsLoRA（秩稳定缩放）")
+add("tr.bits", "Base model bits", "基础模型量化位数")
+add("tr.double_quant", "Double quantization", "双重量化")
+add("tr.init_r", "Initial rank", "初始秩")
+add("tr.target_r", "Target average rank", "目标平均秩")
+add("tr.tinit", "Warm-up steps before pruning (0 = 10% of the run)", "剪枝前的预热步数（0 = 训练的 10%）")
+add("tr.tfinal", "Final steps with fixed ranks (0 = 20% of the run)", "最后固定秩的步数（0 = 训练的 20%）")
+add("tr.deltaT", "Steps between rank reallocations", "两次秩分配之间的步数")
+add("tr.hyper", "Training settings", "训练设置")
+add("tr.epochs", "Epochs", "训练轮数")
+add("tr.max_steps", "Max steps (0 = by epochs)", "最大步数（0 = 按轮数）")
+add("tr.lr", "Learning rate", "学习率")
+add("tr.scheduler", "Learning-rate schedule", "学习率调度")
+add("tr.warmup", "Warm-up share", "预热比例")
+add("tr.batch", "Batch size per device", "每设备批大小")
+add("tr.accum", "Gradient accumulation", "梯度累积")
+add("tr.cutoff", "Cut-off length (tokens)", "截断长度（token）")
+add("tr.precision", "Precision", "精度")
+add("tr.gc", "Gradient checkpointing (less memory, ~30% slower)", "梯度检查点（省显存，约慢 30%）")
+add("tr.eval", "Evaluation share (when the dataset has no validation split)", "评估集比例（数据集无验证集时）")
+add("tr.seed", "Seed", "随机种子")
+add("tr.logging", "Log every N steps", "每 N 步记录")
+add("tr.save", "Checkpoint every N steps", "每 N 步保存检查点")
+add("tr.gpus", "GPUs (processes)", "GPU 数（进程数）")
+add("tr.vision", "Vision settings (Qwen2.5-VL)", "视觉设置（Qwen2.5-VL）")
+add("tr.min_pixels", "Min pixels per image", "每张图片最小像素")
+add("tr.max_pixels", "Max pixels per image", "每张图片最大像素")
+add("tr.tower", "Vision tower", "视觉编码器")
+add("tr.projector", "Projector (merger)", "投影层（merger）")
+add("tr.memory", "GPU memory", "GPU 显存")
+add("tr.card", "GPU to check against", "对照的 GPU")
+add("tr.spec", "Run spec (YAML)", "运行配置（YAML）")
+add("tr.download_spec", "Download spec", "下载配置")
+add("tr.start", "Start training", "开始训练")
+add("tr.start_anyway", "Start anyway", "仍然开始")
+
+DEFAULT_CARD = "RTX 4090 24 GB"
+CARD_CHOICES = [c.name for c in est.GPU_CARDS]
+INT_FIELDS = {"r", "alpha", "init_r", "target_r", "tinit", "tfinal", "deltaT", "bits", "max_steps", "batch_size",
+              "grad_accum", "cutoff_len", "seed", "logging_steps", "save_steps", "num_processes", "min_pixels",
+              "max_pixels", "dataset_id"}
+NONE_IF_ZERO = {"train.max_steps", "method.tinit", "method.tfinal", "train.learning_rate"}
+LORA_ONLY = ("method.r", "method.use_dora", "method.use_rslora")
+QLORA_ONLY = ("method.bits", "method.double_quant")
+ADALORA_ONLY = ("method.init_r", "method.target_r", "method.tinit", "method.tfinal", "method.deltaT")
+
+
+@dataclass
+class TrainForm:
+    """The widgets of one rendered Train tab, keyed by the dotted spec field each one fills."""
+
+    fields: dict[str, Any] = field(default_factory=dict)
+    card: Any = None
+
+    def add(self, path: str, component):
+        self.fields[path] = component
+        return component
+
+    def values(self, data: dict) -> dict[str, Any]:
+        """Gradio passes {component: value}; key the values by spec path."""
+        return {path: data[c] for path, c in self.fields.items() if c in data}
+
+    @property
+    def inputs(self) -> set:
+        return {*self.fields.values(), self.card}
+
+
+# -- form -> spec ---------------------------------------------------------------------------------
+def _set(tree: dict, dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+        tree = tree.setdefault(p, {})
+    tree[leaf] = value
+
+
+def _clean(path: str, value: Any) -> Any:
+    if path in NONE_IF_ZERO and not value:
+        return None
+    if path == "method.targets.custom":
+        return [s.strip() for s in (value or "").split(",") if s.strip()]
+    if path == "name":
+        return (value or "").strip() or None
+    if isinstance(value, float) and value.is_integer() and path.split(".")[-1] in INT_FIELDS:
+        return int(value)
+    return value
+
+
+def spec_from_form(values: dict[str, Any]):
+    """(RunSpec | None, problems). Only the fields the chosen method knows are passed to it."""
+    method = values.get("method.name") or "lora"
+    known = set(METHODS[method].settings_cls.model_fields)
+    tree: dict[str, Any] = {}
+    for path, value in values.items():
+        parts = path.split(".")
+        if parts[0] == "method" and parts[1] not in known:
+            continue
+        _set(tree, path, _clean(path, value))
+    return parse_spec(tree)
+
+
+def method_widget_values(method: str, preset: str) -> dict[str, Any]:
+    """Dotted path -> value of a preset, for the method widgets."""
+    settings = METHODS[method].presets[preset].model_dump()
+    out = {f"method.{k}": v for k, v in settings.items() if k not in ("name", "targets")}
+    out["method.targets.mode"] = settings["targets"]["mode"]
+    out["method.targets.custom"] = ", ".join(settings["targets"]["custom"])
+    for key in ("method.tinit", "method.tfinal"):
+        if key in out and out[key] is None:
+            out[key] = 0
+    return out
+
+
+def explain_markdown(method: str) -> str:
+    e = METHODS[method].explain
+    return (f"{e.summary}\n\n**Memory.** {e.memory}\n\n**Speed.** {e.speed}\n\n**When to choose it.** {e.when}\n\n"
+            f"*Recommended learning rate: {METHODS[method].default_learning_rate:g}.*")
+
+
+# -- memory ---------------------------------------------------------------------------------------
+def memory_view(db: Database, spec: RunSpec | None, card_name: str) -> tuple[str, str, MemoryPlan | None]:
+    if spec is None:
+        return "", "", None
+    card = est.find_card(card_name or DEFAULT_CARD) or est.find_card(DEFAULT_CARD)
+    images = 0
+    if spec.data.dataset_id:
+        try:
+            d = datasets.get_dataset(db, spec.data.dataset_id)
+            images = images_per_sample(d.num_images, d.num_rows)
+        except LookupError:
+            pass
+    plan = plan_memory(spec, card.capacity_bytes, images)
+    if plan.estimate is None:
+        return "", f"No estimate for this model: {plan.error}", plan
+    bar = memory_bar_html(plan.estimate.parts, plan.estimate.total_bytes, card.capacity_bytes, card.name, plan.verdict)
+    fixes = "\n".join(f"- **{s.change}** → {s.estimate.total_bytes / est.GIB:.1f} GiB ({s.verdict})"
+                      for s in plan.suggestions[:5])
+    advice = f"To make it fit on the {card.name}:\n{fixes}" if fixes else ""
+    return bar, advice, plan
+
+
+def model_summary(model_ref: str) -> tuple[str, bool]:
+    """One line about the model, and whether it is a vision-language model."""
+    from studio.planning import model_config
+    from studio.estimate.arch import ModelArch
+
+    if not model_ref:
+        return "", False
+    try:
+        config = model_config(model_ref)
+    except Exception as e:  # noqa: BLE001 - shown to the user as is
+        return f"⚠️ {e}", False
+    arch = ModelArch.from_config(config)
+    vision = "vision_config" in config
+    kind = "Vision-language model" if vision else "Text model"
+    test = " · **test model with random weights: its answers are gibberish**" if "test model" in model_label(model_ref) else ""
+    return (f"{kind} · {arch.text_params / 1e6:,.0f} M text parameters · {arch.layers} layers · "
+            f"hidden {arch.hidden}{test}"), vision
+
+
+def model_label(ref: str) -> str:
+    for label, value in model_choices():
+        if value == ref:
+            return label
+    return ref
+
+
+def model_choices() -> list[tuple[str, str]]:
+    from studio.models import registry
+
+    builtin = [(m.display_name, m.ref) for m in registry.list_builtin()]
+    popular = [(name, name) for name in POPULAR_HUB_MODELS]
+    return builtin + popular
+
+
+POPULAR_HUB_MODELS = ["Qwen/Qwen2.5-0.5B-Instruct", "Qwen/Qwen2.5-1.5B-Instruct", "Qwen/Qwen2.5-7B-Instruct",
+                      "Qwen/Qwen2.5-VL-3B-Instruct", "Qwen/Qwen2.5-VL-7B-Instruct", "meta-llama/Llama-3.2-1B-Instruct",
+                      "meta-llama/Llama-3.1-8B-Instruct", "HuggingFaceTB/SmolLM2-1.7B-Instruct"]
+
+
+def start(db: Database, spec_values: dict[str, Any], card: str, confirmed: bool):
+    """(message, show 'start anyway', run id or None)."""
+    from studio.training import service as training
+
+    spec, problems = spec_from_form(spec_values)
+    if spec is None:
+        return "**Not started.** Fix these settings:\n" + "\n".join(f"- {p}" for p in problems), False, None
+    if not confirmed:
+        _, _, plan = memory_view(db, spec, card)
+        if plan is not None and plan.verdict == "does not fit":
+            return (f"**The estimate says this run does not fit on the {card}.** Apply a suggestion, or start "
+                    "anyway if your GPU is larger or you know better.", True, None)
+    try:
+        run_id = training.start_run(db, spec)
+    except training.SpecError as e:
+        return "**Not started.**\n" + "\n".join(f"- {p}" for p in e.problems), False, None
+    return f"**Run #{run_id} queued.** Follow it in the Runs tab.", False, run_id
+
+
+def dataset_choices(db: Database) -> list[tuple[str, int]]:
+    return [(f"#{d.id} {d.name} ({d.num_rows} rows{', images' if d.has_images else ''})", d.id)
+            for d in datasets.list_datasets(db)]
+
+
+def write_spec_file(db: Database, yaml_text: str) -> str | None:
+    if not yaml_text:
+        return None
+    path = db.workspace.tmp_dir / f"spec-{uuid.uuid4().hex[:8]}.yaml"
+    path.write_text(yaml_text, encoding="utf-8")
+    return str(path)
+
+
+# -- layout ---------------------------------------------------------------------------------------
+def _method_controls(form: TrainForm) -> dict[str, Any]:
+    lora = METHODS["lora"].preset()
+    ada = METHODS["adalora"].preset()
+    groups = {}
+    form.add("method.targets.mode", gr.Radio(label=t("tr.targets"), choices=[("attention only", "attention"),
+                                             ("all linear layers", "all-linear"), ("custom", "custom")],
+                                             value=lora.targets.mode))
+    form.add("method.targets.custom", gr.Textbox(label=t("tr.custom"), placeholder="q_proj, v_proj"))
+    with gr.Row():
+        form.add("method.alpha", gr.Slider(label=t("tr.alpha"), minimum=1, maximum=512, step=1, value=lora.alpha))
+        form.add("method.dropout", gr.Slider(label=t("tr.dropout"), minimum=0, maximum=0.5, step=0.01,
+                                             value=lora.dropout))
+    with gr.Group() as groups["lora"]:
+        form.add("method.r", gr.Slider(label=t("tr.rank"), minimum=1, maximum=256, step=1, value=lora.r))
+        with gr.Row():
+            form.add("method.use_dora", gr.Checkbox(label=t("tr.dora"), value=False))
+            form.add("method.use_rslora", gr.Checkbox(label=t("tr.rslora"), value=False))
+    with gr.Group(visible=False) as groups["qlora"]:
+        with gr.Row():
+            form.add("method.bits", gr.Radio(label=t("tr.bits"), choices=[4, 8], value=4))
+            form.add("method.double_quant", gr.Checkbox(label=t("tr.double_quant"), value=True))
+    with gr.Group(visible=False) as groups["adalora"]:
+        with gr.Row():
+            form.add("method.init_r", gr.Slider(label=t("tr.init_r"), minimum=1, maximum=256, step=1, value=ada.init_r))
+            form.add("method.target_r", gr.Slider(label=t("tr.target_r"), minimum=1, maximum=256, step=1,
+                                                  value=ada.target_r))
+        with gr.Row():
+            form.add("method.tinit", gr.Number(label=t("tr.tinit"), value=0, precision=0, minimum=0))
+            form.add("method.tfinal", gr.Number(label=t("tr.tfinal"), value=0, precision=0, minimum=0))
+            form.add("method.deltaT", gr.Number(label=t("tr.deltaT"), value=ada.deltaT, precision=0, minimum=1))
+    return groups
+
+
+def _train_controls(form: TrainForm) -> None:
+    d = RunSpec.model_fields["train"].default_factory()
+    with gr.Row():
+        form.add("train.epochs", gr.Number(label=t("tr.epochs"), value=d.epochs, minimum=0.01, maximum=1000))
+        form.add("train.max_steps", gr.Number(label=t("tr.max_steps"), value=0, precision=0, minimum=0))
+        form.add("train.learning_rate", gr.Number(label=t("tr.lr"), value=METHODS["lora"].default_learning_rate,
+                                                  minimum=1e-7, maximum=1e-2, step=1e-5))
+    with gr.Row():
+        form.add("train.batch_size", gr.Slider(label=t("tr.batch"), minimum=1, maximum=64, step=1, value=d.batch_size))
+        form.add("train.grad_accum", gr.Slider(label=t("tr.accum"), minimum=1, maximum=128, step=1, value=d.grad_accum))
+        form.add("train.cutoff_len", gr.Slider(label=t("tr.cutoff"), minimum=64, maximum=32768, step=64,
+                                               value=d.cutoff_len))
+    with gr.Row():
+        form.add("train.lr_scheduler", gr.Dropdown(label=t("tr.scheduler"), value=d.lr_scheduler,
+                                                   choices=["cosine", "linear", "constant", "constant_with_warmup"]))
+        form.add("train.warmup_ratio", gr.Slider(label=t("tr.warmup"), minimum=0, maximum=0.5, step=0.01,
+                                                 value=d.warmup_ratio))
+        form.add("train.precision", gr.Radio(label=t("tr.precision"), choices=["auto", "bf16", "fp16", "fp32"],
+                                             value=d.precision))
+    with gr.Row():
+        form.add("train.gradient_checkpointing", gr.Checkbox(label=t("tr.gc"), value=d.gradient_checkpointing))
+        form.add("data.eval_fraction", gr.Slider(label=t("tr.eval"), minimum=0, maximum=0.3, step=0.01, value=0.0))
+    with gr.Row():
+        form.add("train.seed", gr.Number(label=t("tr.seed"), value=d.seed, precision=0))
+        form.add("train.logging_steps", gr.Number(label=t("tr.logging"), value=d.logging_steps, precision=0, minimum=1))
+        form.add("train.save_steps", gr.Number(label=t("tr.save"), value=d.save_steps, precision=0, minimum=1))
+        form.add("train.num_processes", gr.Number(label=t("tr.gpus"), value=1, precision=0, minimum=1, maximum=64))
+
+
+def _vision_controls(form: TrainForm) -> gr.Accordion:
+    v = RunSpec.model_fields["vision"].default_factory()
+    with gr.Accordion(t("tr.vision"), open=True, visible=False) as box:
+        with gr.Row():
+            form.add("vision.min_pixels", gr.Number(label=t("tr.min_pixels"), value=v.min_pixels, precision=0,
+                                                    minimum=784))
+            form.add("vision.max_pixels", gr.Number(label=t("tr.max_pixels"), value=v.max_pixels, precision=0,
+                                                    minimum=784))
+        with gr.Row():
+            form.add("vision.vision_tower", gr.Radio(label=t("tr.tower"), choices=["frozen", "lora"], value="frozen"))
+            form.add("vision.projector", gr.Radio(label=t("tr.projector"), choices=["frozen", "lora", "full"],
+                                                  value="frozen"))
+    return box
+
+
+def render(db: Database, tabs: gr.Tabs | None = None) -> dict:
+    form = TrainForm()
+    gr.Markdown(t("tr.intro"))
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3):
+            choices = model_choices()
+            with gr.Row():
+                form.add("model", gr.Dropdown(label=t("tr.model"), choices=choices, value=choices[0][1],
+                                              allow_custom_value=True, scale=3, elem_id="train-model"))
+                form.add("data.dataset_id", gr.Dropdown(label=t("tr.dataset"), scale=2, elem_id="train-dataset",
+                                                        choices=dataset_choices(db)))
+            model_info = gr.Markdown(model_summary(choices[0][1])[0])
+            form.add("trust_remote_code", gr.Checkbox(label=t("tr.trust"), value=False))
+            form.add("name", gr.Textbox(label=t("tr.name"), max_length=200))
+            with gr.Row():
+                form.add("method.name", gr.Radio(label=t("tr.method"), value="lora", elem_id="train-method",
+                                                 choices=[("LoRA", "lora"), ("QLoRA", "qlora"), ("AdaLoRA", "adalora")]))
+                form.add("method.preset", gr.Dropdown(label=t("tr.preset"), choices=list(METHODS["lora"].presets),
+                                                      value=METHODS["lora"].default_preset))
+            explanation = gr.Markdown(explain_markdown("lora"))
+            groups = _method_controls(form)
+            with gr.Accordion(t("tr.hyper"), open=True):
+                _train_controls(form)
+            vision_box = _vision_controls(form)
+        with gr.Column(scale=2):
+            gr.Markdown(f"### {t('tr.memory')}")
+            form.card = gr.Dropdown(label=t("tr.card"), choices=CARD_CHOICES, value=DEFAULT_CARD)
+            memory = gr.HTML(elem_id="train-memory")
+            advice = gr.Markdown()
+            problems = gr.Markdown()
+            with gr.Row():
+                start_btn = gr.Button(t("tr.start"), variant="primary", elem_id="train-start")
+                anyway_btn = gr.Button(t("tr.start_anyway"), variant="stop", visible=False)
+            start_msg = gr.Markdown(elem_id="train-start-message")
+            with gr.Accordion(t("tr.spec"), open=False):
+                spec_yaml = gr.Code(language="yaml", interactive=False, lines=16)
+                spec_file = gr.DownloadButton(t("tr.download_spec"), value=None)
+
+    def _refresh(data):
+        spec, probs = spec_from_form(form.values(data))
+        bar, tips, _ = memory_view(db, spec, data.get(form.card))
+        msg = "" if spec else "**Fix these settings:**\n" + "\n".join(f"- {p}" for p in probs)
+        return (spec.to_yaml() if spec else ""), bar, tips, msg
+
+    outputs = [spec_yaml, memory, advice, problems]
+    for component in form.inputs:
+        trigger = component.release if isinstance(component, gr.Slider) else component.change
+        trigger(_refresh, inputs=form.inputs, outputs=outputs, show_progress="hidden", api_visibility="private")
+
+    method_paths = [p for p in form.fields if p.startswith("method.") and p not in ("method.name", "method.preset")]
+
+    def _preset(method, preset):
+        values = method_widget_values(method, preset)
+        return [gr.update(value=values[p]) if p in values else gr.update() for p in method_paths]
+
+    def _method(method):
+        m = METHODS[method]
+        return (gr.update(choices=list(m.presets), value=m.default_preset), explain_markdown(method),
+                gr.update(visible=method in ("lora", "qlora")), gr.update(visible=method == "qlora"),
+                gr.update(visible=method == "adalora"), gr.update(value=m.default_learning_rate))
+
+    form.fields["method.name"].change(
+        _method, inputs=form.fields["method.name"],
+        outputs=[form.fields["method.preset"], explanation, groups["lora"], groups["qlora"], groups["adalora"],
+                 form.fields["train.learning_rate"]], api_name="choose_method")
+    form.fields["method.preset"].change(_preset, inputs=[form.fields["method.name"], form.fields["method.preset"]],
+                                        outputs=[form.fields[p] for p in method_paths], api_visibility="private")
+
+    def _model(ref):
+        text, vision = model_summary(ref)
+        return text, gr.update(visible=vision)
+
+    form.fields["model"].change(_model, inputs=form.fields["model"], outputs=[model_info, vision_box],
+                                api_name="choose_model")
+
+    def _start(data, confirmed=False):
+        msg, ask, run_id = start(db, form.values(data), data.get(form.card), confirmed)
+        go = gr.update(selected="runs") if run_id and tabs is not None else gr.update()
+        return msg, gr.update(visible=ask), go
+
+    tab_output = [tabs] if tabs is not None else []
+    start_btn.click(lambda data: _start(data)[: 2 + len(tab_output)], inputs=form.inputs,
+                    outputs=[start_msg, anyway_btn, *tab_output], api_name="start_training")
+    anyway_btn.click(lambda data: _start(data, True)[: 2 + len(tab_output)], inputs=form.inputs,
+                     outputs=[start_msg, anyway_btn, *tab_output], api_name="start_training_anyway")
+    spec_yaml.change(lambda y: write_spec_file(db, y), inputs=spec_yaml, outputs=spec_file, api_visibility="private")
+    return {"form": form, "dataset": form.fields["data.dataset_id"], "refresh_outputs": outputs,
+            "refresh": _refresh}
