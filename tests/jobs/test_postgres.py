@@ -1,0 +1,44 @@
+"""The queue on PostgreSQL (shared deployments): set FTS_TEST_POSTGRES_URL to a scratch database,
+e.g. postgresql+psycopg://postgres@127.0.0.1:5433/fts. Skipped otherwise."""
+from __future__ import annotations
+
+import collections
+import os
+
+import pytest
+from sqlalchemy import text
+
+from jobs import queue
+from storage.db import Database
+from storage.models import JobStatus
+from storage.settings import Settings
+from tests.jobs.test_queue_worker import start_worker, status, wait_for
+
+PG_URL = os.environ.get("FTS_TEST_POSTGRES_URL")
+pytestmark = pytest.mark.skipif(not PG_URL, reason="FTS_TEST_POSTGRES_URL not set")
+
+
+@pytest.fixture
+def pg(tmp_path, monkeypatch):
+    settings = Settings.resolve(tmp_path / "ws", PG_URL)
+    with Database(settings, migrate=False).engine.begin() as c:
+        c.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    monkeypatch.setenv("FTS_WORKSPACE", str(settings.workspace))
+    monkeypatch.setenv("FTS_DB_URL", settings.db_url)
+    db = Database(settings)
+    yield db
+    db.dispose()
+
+
+def test_two_workers_on_postgres_run_each_job_exactly_once(pg):
+    ids = [queue.enqueue(pg, "system.echo", {"message": f"m{i}"}) for i in range(50)]
+    workers = [start_worker(pg.settings), start_worker(pg.settings)]
+    try:
+        wait_for(lambda: all(status(pg, i) == JobStatus.SUCCEEDED for i in ids), timeout=90)
+    finally:
+        for w in workers:
+            w.terminate()
+            w.wait(10)
+    runs = collections.Counter(int(line.split()[0]) for line in
+                               (pg.workspace.root / "echo.log").read_text().splitlines())
+    assert sorted(runs) == sorted(ids) and set(runs.values()) == {1}
