@@ -9,7 +9,7 @@ from ui import memory_bar
 from ui.tabs import datasets, runs, train
 
 THEME = gr.themes.Soft(primary_hue="indigo")
-CSS = memory_bar.CSS + """
+CSS = memory_bar.CSS + runs.CSS + """
 #studio-header h1 { margin-bottom: 0; }
 #studio-header p { margin-top: 2px; opacity: .75; }
 """
@@ -27,7 +27,7 @@ def build_app(db: Database) -> gr.Blocks:
             with gr.Tab(t("tab.train"), id="train") as train_tab:
                 train_parts = train.render(db, tabs)
             with gr.Tab(t("tab.runs"), id="runs"):
-                runs.render(db)
+                runs_parts = runs.render(db)
             with gr.Tab(t("tab.chat"), id="chat"):
                 gr.Markdown(t("pending.chat"))
             with gr.Tab(t("tab.export"), id="export"):

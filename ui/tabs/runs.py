@@ -1,25 +1,221 @@
-"""Runs tab: the studio's work (training runs and other jobs) as it happens, from the database."""
+"""Runs tab: history, the live view of one run (progress, loss plot, log), compare, and all jobs.
+
+Everything is read from the database on a timer, so a browser refresh, a second tab or a UI
+restart shows the same thing, running work included.
+"""
 from __future__ import annotations
 
 import dataclasses
+import html
 
 import gradio as gr
 import pandas as pd
 
 from storage.db import Database
 from studio import activity
-from ui.i18n import t
+from studio.datasets import service as datasets
+from studio.training import history, service as training
+from ui.i18n import add, t
 
 REFRESH_S = 2.0
 JOB_COLUMNS = ["ID", "Job", "Status", "Progress", "Created (UTC)", "Duration", "Error"]
+RUN_COLUMNS = ["ID", "Name", "Status", "Model", "Dataset", "Method", "Settings", "Loss", "Eval loss", "Duration",
+               "Memory est./measured"]
+STATUSES = ["all", "queued", "running", "succeeded", "failed", "cancelled"]
+
+add("runs.intro", "Every training run, newest first. Pick one to follow it live; tick several to compare them. "
+    "The page refreshes by itself and reads everything from the database.",
+    "所有训练运行，最新的在前。选择一个可实时跟踪；勾选多个可对比。页面自动刷新，所有数据来自数据库。")
+add("runs.status", "Status", "状态")
+add("runs.method", "Method", "方法")
+add("runs.table", "Run history", "运行历史")
+add("runs.selected", "Run", "运行")
+add("runs.loss", "Loss", "损失")
+add("runs.cancel", "Cancel run", "取消运行")
+add("runs.resume", "Resume", "继续训练")
+add("runs.rename", "New name", "新名称")
+add("runs.rename_btn", "Rename", "重命名")
+add("runs.delete", "Delete run", "删除运行")
+add("runs.chat", "Chat with this run →", "与此运行对话 →")
+add("runs.export", "Export this run →", "导出此运行 →")
+add("runs.log", "Log (last lines)", "日志（末尾）")
+add("runs.compare", "Compare runs", "对比运行")
+add("runs.compare_pick", "Runs to compare", "要对比的运行")
+add("runs.diff", "Settings that differ", "不同的设置")
+add("jobs.all", "All jobs (training, statistics, chat, export, model preparation)", "所有任务（训练、统计、对话、导出、模型准备）")
+add("jobs.intro", "Everything the studio has run or is running, read from the database.",
+    "工作室运行过或正在运行的所有任务（来自数据库）。")
+add("jobs.table", "Jobs", "任务")
+add("jobs.id", "Job ID", "任务 ID")
+add("jobs.cancel", "Cancel job", "取消任务")
+add("jobs.show_log", "Show log", "查看日志")
+add("jobs.log", "Log (last lines)", "日志（末尾）")
 
 
 def jobs_table(db: Database) -> pd.DataFrame:
-    rows = [dataclasses.astuple(r) for r in activity.job_rows(db)]
-    return pd.DataFrame(rows, columns=JOB_COLUMNS)
+    return pd.DataFrame([dataclasses.astuple(r) for r in activity.job_rows(db)], columns=JOB_COLUMNS)
 
 
-def render(db: Database) -> None:
+def runs_table(db: Database, status: str = "all", method: str = "all") -> pd.DataFrame:
+    names = {d.id: d.name for d in datasets.list_datasets(db)}
+    rows = history.run_rows(db, None if status == "all" else status, None if method == "all" else method, names)
+    return pd.DataFrame([dataclasses.astuple(r) for r in rows], columns=RUN_COLUMNS)
+
+
+def run_choices(db: Database) -> list[tuple[str, int]]:
+    return [(f"#{r.id} {r.name} ({r.status})", r.id) for r in training.list_runs(db)]
+
+
+def _eta(seconds: float | None) -> str:
+    return f" · ETA {activity.format_duration(seconds)}" if seconds else ""
+
+
+def status_html(db: Database, run_id: int) -> str:
+    """Badge, progress bar and the latest figures of one run."""
+    run = training.get_run(db, run_id)
+    progress = training.run_progress(db, run_id)
+    m = history.latest_metrics(db, run_id)
+    fraction = 1.0 if run.status == "succeeded" else float(progress.get("fraction") or 0.0)
+    figures = []
+    if m:
+        figures.append(f"step {m['step']}/{m['total_steps']}" + (f" · epoch {m['epoch']:.2f}" if m["epoch"] else ""))
+        for key, label, fmt in (("loss", "loss", "{:.4f}"), ("learning_rate", "lr", "{:.2e}"),
+                                ("grad_norm", "grad norm", "{:.3f}"), ("tokens_per_s", "tokens/s", "{:.0f}")):
+            if m.get(key) is not None:
+                figures.append(f"{label} {fmt.format(m[key])}")
+        if m.get("peak_memory_bytes"):
+            figures.append(f"peak memory {m['peak_memory_bytes'] / 2**30:.2f} GiB")
+    message = progress.get("message") or ""
+    error = f'<div class="run-error">{html.escape(run.error)}</div>' if run.error else ""
+    return f"""
+<div class="run-live">
+  <div><span class="run-badge run-{run.status}">{run.status}</span> <b>#{run.id} {html.escape(run.name)}</b>
+   · {html.escape(run.model_ref)} · {run.method} · memory est./measured {history.memory_text(run)}</div>
+  <div class="run-bar"><div style="width:{100 * fraction:.1f}%"></div></div>
+  <div class="run-msg">{html.escape(message)}{_eta(m.get('eta_s')) if history.is_active(run.status) else ''}</div>
+  <div class="run-figures">{' · '.join(figures)}</div>{error}
+</div>"""
+
+
+def loss_frame(db: Database, run_ids: list[int]) -> pd.DataFrame:
+    return pd.DataFrame(history.loss_points(db, run_ids), columns=["step", "loss", "series"])
+
+
+def run_log(db: Database, run_id: int) -> str:
+    run = training.get_run(db, run_id)
+    return activity.job_log_tail(db, run.job_id) if run.job_id else ""
+
+
+def live_view(db: Database, run_id):
+    if not run_id:
+        return "<div class='run-live'>No run selected yet: start one in the Train tab.</div>", loss_frame(db, []), ""
+    try:
+        return status_html(db, int(run_id)), loss_frame(db, [int(run_id)]), run_log(db, int(run_id))
+    except LookupError as e:
+        return f"<div class='run-live'>{html.escape(str(e))}</div>", loss_frame(db, []), ""
+
+
+def run_action(db: Database, action: str, run_id, new_name: str = "") -> str:
+    """Cancel / resume / rename / delete, as one sentence for the user."""
+    if not run_id:
+        return "Pick a run first."
+    run_id = int(run_id)
+    try:
+        if action == "cancel":
+            return f"Run #{run_id} is {training.cancel_run(db, run_id)}; a running run stops after its current step."
+        if action == "resume":
+            training.resume_run(db, run_id)
+            return f"Run #{run_id} is queued again; it continues from its last complete checkpoint."
+        if action == "rename":
+            training.rename_run(db, run_id, new_name)
+            return f"Run #{run_id} renamed."
+        if action == "delete":
+            training.delete_run(db, run_id)
+            return f"Run #{run_id} and its files were deleted."
+    except (LookupError, ValueError) as e:
+        return str(e)
+    raise ValueError(action)
+
+
+CSS = """
+.run-live { font-size: 14px; line-height: 1.7; }
+.run-badge { color: #fff; border-radius: 6px; padding: 1px 8px; font-weight: 600; background: #64748b; }
+.run-running { background: #2563eb; } .run-succeeded { background: #16a34a; } .run-failed { background: #dc2626; }
+.run-cancelled { background: #d97706; } .run-queued { background: #64748b; }
+.run-bar { height: 10px; background: #e2e8f0; border-radius: 5px; overflow: hidden; margin: 6px 0; }
+.run-bar > div { height: 100%; background: #6366f1; transition: width .5s; }
+.run-error { color: #b91c1c; white-space: pre-wrap; }
+"""
+
+
+def render(db: Database) -> dict:
+    gr.Markdown(t("runs.intro"))
+    with gr.Row():
+        status = gr.Dropdown(label=t("runs.status"), choices=STATUSES, value="all", scale=1)
+        method = gr.Dropdown(label=t("runs.method"), choices=["all", "lora", "qlora", "adalora"], value="all", scale=1)
+    table = gr.Dataframe(value=lambda: runs_table(db), headers=RUN_COLUMNS, interactive=False, wrap=True,
+                         label=t("runs.table"), elem_id="runs-table")
+    choices = run_choices(db)
+    selected = gr.Dropdown(label=t("runs.selected"), choices=choices, value=choices[0][1] if choices else None,
+                           elem_id="runs-selected")
+    live = gr.HTML(elem_id="run-live")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3):
+            plot = gr.LinePlot(x="step", y="loss", color="series", label=t("runs.loss"), height=300,
+                               elem_id="run-loss-plot")
+        with gr.Column(scale=2):
+            with gr.Row():
+                cancel = gr.Button(t("runs.cancel"), variant="stop", size="sm")
+                resume = gr.Button(t("runs.resume"), size="sm")
+                delete = gr.Button(t("runs.delete"), size="sm")
+            with gr.Row():
+                new_name = gr.Textbox(label=t("runs.rename"), scale=3)
+                rename = gr.Button(t("runs.rename_btn"), size="sm", scale=1)
+            with gr.Row():
+                chat_btn = gr.Button(t("runs.chat"), variant="primary", size="sm", elem_id="run-chat")
+                export_btn = gr.Button(t("runs.export"), variant="primary", size="sm", elem_id="run-export")
+            action_msg = gr.Markdown()
+    log = gr.Code(label=t("runs.log"), language=None, lines=10, interactive=False)
+    with gr.Accordion(t("runs.compare"), open=False):
+        compare_pick = gr.Dropdown(label=t("runs.compare_pick"), choices=choices, multiselect=True)
+        compare_plot = gr.LinePlot(x="step", y="loss", color="series", label=t("runs.loss"), height=300)
+        diff = gr.Dataframe(label=t("runs.diff"), interactive=False, wrap=True)
+    with gr.Accordion(t("jobs.all"), open=False):
+        _render_jobs(db)
+
+    def _tick(run_id, status_filter, method_filter):
+        current = run_choices(db)
+        if not run_id and current:
+            run_id = current[0][1]
+        return (runs_table(db, status_filter, method_filter), gr.update(choices=current, value=run_id),
+                gr.update(choices=current), *live_view(db, run_id))
+
+    timer = gr.Timer(REFRESH_S)
+    tick_outputs = [table, selected, compare_pick, live, plot, log]
+    timer.tick(_tick, inputs=[selected, status, method], outputs=tick_outputs, show_progress="hidden",
+               api_name="refresh_runs")
+    for f in (status, method):
+        f.change(lambda s, m: runs_table(db, s, m), inputs=[status, method], outputs=table, api_visibility="private")
+    selected.change(lambda r: live_view(db, r), inputs=selected, outputs=[live, plot, log], api_name="run_view",
+                    show_progress="hidden")
+    cancel.click(lambda r: run_action(db, "cancel", r), inputs=selected, outputs=action_msg, api_name="cancel_run")
+    resume.click(lambda r: run_action(db, "resume", r), inputs=selected, outputs=action_msg, api_name="resume_run")
+    delete.click(lambda r: run_action(db, "delete", r), inputs=selected, outputs=action_msg, api_name="delete_run",
+                 js="(r) => confirm('Delete this run, its adapter and its files?') ? r : null")
+    rename.click(lambda r, n: run_action(db, "rename", r, n), inputs=[selected, new_name], outputs=action_msg,
+                 api_name="rename_run")
+
+    def _compare(ids):
+        ids = [int(i) for i in ids or []]
+        rows = history.spec_diff(db, ids) if len(ids) > 1 else []
+        frame = pd.DataFrame(rows, columns=["field", *[f"#{i}" for i in ids]]) if rows else pd.DataFrame()
+        return loss_frame(db, ids), frame
+
+    compare_pick.change(_compare, inputs=compare_pick, outputs=[compare_plot, diff], api_name="compare_runs")
+    return {"selected": selected, "chat_btn": chat_btn, "export_btn": export_btn}
+
+
+def _render_jobs(db: Database) -> None:
     gr.Markdown(t("jobs.intro"))
     jobs = gr.Dataframe(value=lambda: jobs_table(db), headers=JOB_COLUMNS, interactive=False,
                         label=t("jobs.table"), wrap=True, elem_id="jobs-table")
@@ -29,7 +225,7 @@ def render(db: Database) -> None:
         show_log = gr.Button(t("jobs.show_log"), scale=0)
     notice = gr.Markdown()
     log = gr.Code(label=t("jobs.log"), language=None, lines=12, interactive=False)
-    timer = gr.Timer(REFRESH_S)
+    timer = gr.Timer(REFRESH_S * 2)
     timer.tick(lambda: jobs_table(db), outputs=jobs, api_name="refresh_jobs", show_progress="hidden")
 
     def _cancel(jid):

@@ -1,0 +1,113 @@
+"""Runs as the history table, the live view and the comparison show them: plain rows, no ORM."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from storage.models import JobStatus, Run, utcnow
+from studio.activity import format_duration
+from studio.training import service
+
+GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class RunRow:
+    id: int
+    name: str
+    status: str
+    model: str
+    dataset: str
+    method: str
+    settings: str
+    loss: str
+    eval_loss: str
+    duration: str
+    memory: str
+
+
+def _settings(spec: dict[str, Any]) -> str:
+    m, t = spec.get("method", {}), spec.get("train", {})
+    rank = f"r={m['r']}" if "r" in m else f"r={m.get('init_r')}→{m.get('target_r')}" if "init_r" in m else ""
+    bits = f" {m['bits']}-bit" if "bits" in m else ""
+    lr = t.get("learning_rate")
+    steps = f"{t['max_steps']} steps" if t.get("max_steps") else f"{t.get('epochs')} ep"
+    return f"{rank}{bits} · lr {lr:g} · bs {t.get('batch_size')}×{t.get('grad_accum')} · {steps} · len {t.get('cutoff_len')}" \
+        if lr else f"{rank}{bits} · bs {t.get('batch_size')}×{t.get('grad_accum')} · {steps}"
+
+
+def memory_text(run: Run) -> str:
+    est = f"{run.estimated_peak_bytes / GIB:.1f}" if run.estimated_peak_bytes else "?"
+    meas = f"{run.measured_peak_bytes / GIB:.1f}" if run.measured_peak_bytes else "?"
+    return f"{est} / {meas} GiB"
+
+
+def _duration(run: Run) -> str:
+    if run.started_at is None:
+        return ""
+    return format_duration(((run.finished_at or utcnow()) - run.started_at).total_seconds())
+
+
+def _fmt(x: float | None) -> str:
+    return f"{x:.4f}" if x is not None else ""
+
+
+def run_rows(db: Any, status: str | None = None, method: str | None = None, dataset_names: dict[int, str] | None = None
+             ) -> list[RunRow]:
+    names = dataset_names or {}
+    rows = []
+    for r in service.list_runs(db):
+        if (status and r.status != status) or (method and r.method != method):
+            continue
+        rows.append(RunRow(r.id, r.name, r.status, r.model_ref.removeprefix("builtin:"),
+                           names.get(r.dataset_id, f"#{r.dataset_id}" if r.dataset_id else "file"), r.method,
+                           _settings(r.spec or {}), _fmt(r.final_loss), _fmt(r.final_eval_loss), _duration(r),
+                           memory_text(r)))
+    return rows
+
+
+def loss_points(db: Any, run_ids: list[int]) -> list[dict[str, Any]]:
+    """Long-form points for a line plot: one series per run and split (train / eval)."""
+    points = []
+    for run_id in run_ids:
+        label = f"#{run_id}"
+        for m in service.run_metrics(db, run_id):
+            if m.step is None:
+                continue
+            if m.stage == "train" and m.loss is not None:
+                points.append({"step": m.step, "loss": m.loss, "series": f"{label} train"})
+            elif m.stage == "eval" and m.eval_loss is not None:
+                points.append({"step": m.step, "loss": m.eval_loss, "series": f"{label} eval"})
+    return points
+
+
+def latest_metrics(db: Any, run_id: int) -> dict[str, Any]:
+    """The newest training row's figures (what the live view shows beside the plot)."""
+    for m in reversed(service.run_metrics(db, run_id, stage="train")):
+        if m.step is not None:
+            return {"step": m.step, "total_steps": m.total_steps, "epoch": m.epoch, "loss": m.loss,
+                    "learning_rate": m.learning_rate, "grad_norm": m.grad_norm, "tokens_per_s": m.tokens_per_s,
+                    "peak_memory_bytes": m.peak_memory_bytes, "eta_s": m.eta_s}
+    return {}
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def spec_diff(db: Any, run_ids: list[int]) -> list[list[Any]]:
+    """[field, value in run 1, value in run 2, ...] for every field that differs."""
+    flat = [_flatten(service.get_run(db, i).spec or {}) for i in run_ids]
+    keys = sorted(set().union(*flat)) if flat else []
+    return [[k, *[str(f.get(k, "—")) for f in flat]] for k in keys if len({str(f.get(k)) for f in flat}) > 1]
+
+
+def is_active(status: str) -> bool:
+    return status in (JobStatus.QUEUED, JobStatus.RUNNING)
