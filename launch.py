@@ -119,12 +119,9 @@ def main(argv: list[str] | None = None) -> None:
         job_id = ensure_model_prepared(db)
         threading.Thread(target=follow_preparation, args=(db, job_id), daemon=True).start()
 
-    from ui.app import build_app, launch_kwargs
+    from ui.app import serve
 
-    demo = build_app(db)
-    demo.queue(default_concurrency_limit=8)
-    demo.launch(server_name=args.host, server_port=args.port, auth=parse_auth(args.auth),
-                prevent_thread_lock=True, **launch_kwargs(db))
+    demo = serve(db, args.host, args.port, auth=parse_auth(args.auth))
     print(f"Finetune Studio is running at http://{args.host}:{args.port} (Ctrl-C to stop)", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

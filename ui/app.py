@@ -1,21 +1,19 @@
-"""The studio's Blocks: a header and the tabs. ``build_app(db)`` is what launch.py serves."""
+"""The studio's Blocks: a header, the tabs, and the few events that lead from one tab to the next.
+``build_app(db)`` is what launch.py serves; each tab module can also be rendered on its own."""
 from __future__ import annotations
 
 import gradio as gr
 
 from storage.db import Database
-from ui.i18n import add, t, translations
 from ui import memory_bar
-from ui.tabs import datasets, runs, train
+from ui.i18n import add, t, translations
+from ui.tabs import chat, datasets, export, runs, train
 
 THEME = gr.themes.Soft(primary_hue="indigo")
-CSS = memory_bar.CSS + runs.CSS + """
+CSS = memory_bar.CSS + runs.CSS + export.CSS + """
 #studio-header h1 { margin-bottom: 0; }
 #studio-header p { margin-top: 2px; opacity: .75; }
 """
-
-add("pending.chat", "Talk to a trained adapter beside its base model, side by side.", "将训练好的适配器与基础模型并排对话。")
-add("pending.export", "Download the merged model or the adapter alone.", "下载合并后的模型或单独的适配器。")
 
 
 def build_app(db: Database) -> gr.Blocks:
@@ -28,21 +26,50 @@ def build_app(db: Database) -> gr.Blocks:
                 train_parts = train.render(db, tabs)
             with gr.Tab(t("tab.runs"), id="runs"):
                 runs_parts = runs.render(db)
-            with gr.Tab(t("tab.chat"), id="chat"):
-                gr.Markdown(t("pending.chat"))
-            with gr.Tab(t("tab.export"), id="export"):
-                gr.Markdown(t("pending.export"))
-        form = train_parts["form"]
-        demo.load(train_parts["refresh"], inputs=form.inputs, outputs=train_parts["refresh_outputs"],
-                  api_visibility="private")
-        train_tab.select(lambda: gr.update(choices=train.dataset_choices(db)), outputs=train_parts["dataset"],
-                         api_visibility="private")
+            with gr.Tab(t("tab.chat"), id="chat") as chat_tab:
+                chat_parts = chat.render(db)
+            with gr.Tab(t("tab.export"), id="export") as export_tab:
+                export_parts = export.render(db)
+        _connect(db, demo, tabs, train_tab, chat_tab, export_tab, train_parts, runs_parts, chat_parts, export_parts)
     return demo
+
+
+def _connect(db, demo, tabs, train_tab, chat_tab, export_tab, train_parts, runs_parts, chat_parts, export_parts):
+    """Cross-tab events: fresh choices when a tab opens, and 'chat with / export this run'."""
+    form = train_parts["form"]
+    demo.load(train_parts["refresh"], inputs=form.inputs, outputs=train_parts["refresh_outputs"],
+              api_visibility="private")
+    train_tab.select(lambda: gr.update(choices=train.dataset_choices(db)), outputs=train_parts["dataset"],
+                     api_visibility="private")
+    chat_tab.select(lambda b: (gr.update(choices=chat.adapter_choices(db, b)), gr.update(choices=chat.saved_choices(db)),
+                               gr.update(choices=datasets.dataset_choices(db))),
+                    inputs=chat_parts["base"], outputs=[chat_parts["adapters"], chat_parts["saved"], chat_parts["dataset"]],
+                    api_visibility="private")
+    export_tab.select(lambda: gr.update(choices=export.adapter_choices(db)), outputs=export_parts["adapter"],
+                      api_visibility="private")
+    runs_parts["chat_btn"].click(lambda r: (gr.update(selected="chat"), *chat.select_run(db, r)),
+                                 inputs=runs_parts["selected"],
+                                 outputs=[tabs, chat_parts["base"], chat_parts["adapters"]], api_name="chat_with_run")
+    runs_parts["export_btn"].click(lambda r: (gr.update(selected="export"), export.select_run(db, r)),
+                                   inputs=runs_parts["selected"], outputs=[tabs, export_parts["adapter"]],
+                                   api_name="export_run")
 
 
 def launch_kwargs(db: Database) -> dict:
     """Options that Gradio 6 takes at launch() rather than Blocks(). Only the workspace folders
-    whose files the UI shows (dataset images, chat attachments) are served."""
+    whose files the UI shows (dataset images, chat attachments, comparison files) are served."""
     ws = db.workspace
     return dict(theme=THEME, css=CSS, footer_links=["settings"], i18n=translations(),
                 allowed_paths=[str(ws.datasets_dir), str(ws.root / "chats")])
+
+
+def serve(db: Database, host: str, port: int | None, auth=None, **kwargs) -> gr.Blocks:
+    """Build, launch without blocking, and add the download route (which honours the login)."""
+    from ui.downloads import mount_downloads
+
+    demo = build_app(db)
+    demo.queue(default_concurrency_limit=8)
+    demo.launch(server_name=host, server_port=port, auth=auth, prevent_thread_lock=True, **launch_kwargs(db),
+                **kwargs)
+    mount_downloads(demo.app, db)
+    return demo

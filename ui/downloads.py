@@ -29,6 +29,7 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse
+from starlette.concurrency import run_in_threadpool
 
 from storage.db import Database
 from studio.export import service
@@ -49,7 +50,7 @@ def mount_downloads(app: FastAPI, db: Database) -> FastAPI:
 
     async def download_export(export_id: int, request: Request) -> FileResponse:
         await require_login(gradio_app, request)
-        path = _resolve(db, export_id)
+        path = await run_in_threadpool(_resolve, db, export_id)  # database and disk: off the event loop
         return FileResponse(path, filename=path.name, media_type="application/zip")
 
     gradio_app.add_api_route(ROUTE, download_export, methods=["GET", "HEAD"], include_in_schema=False)
@@ -78,7 +79,8 @@ async def current_user(gradio_app: Any, request: Request) -> str | None:
         user = dependency(request)
         return await user if inspect.isawaitable(user) else user
     cookie_id = gradio_app.cookie_id
-    token = request.cookies.get(f"access-token-{cookie_id}") or request.cookies.get(f"access-token-unsecure-{cookie_id}")
+    token = (request.cookies.get(f"access-token-{cookie_id}")
+             or request.cookies.get(f"access-token-unsecure-{cookie_id}"))
     return gradio_app.tokens.get(token) if token else None
 
 

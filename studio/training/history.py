@@ -111,3 +111,17 @@ def spec_diff(db: Any, run_ids: list[int]) -> list[list[Any]]:
 
 def is_active(status: str) -> bool:
     return status in (JobStatus.QUEUED, JobStatus.RUNNING)
+
+
+def adapters(db: Any, base_ref: str | None = None) -> list[dict[str, Any]]:
+    """Adapters the studio trained, newest first, optionally only those of one base model."""
+    from sqlalchemy import select
+
+    from storage.models import Adapter
+
+    with db.session() as s:
+        q = select(Adapter).order_by(Adapter.id.desc())
+        if base_ref:
+            q = q.where(Adapter.base_model_ref == base_ref)
+        return [{"id": a.id, "run_id": a.run_id, "name": a.name, "method": a.method, "base": a.base_model_ref,
+                 "label": f"#{a.id} {a.name} ({a.method}, run #{a.run_id})"} for a in s.scalars(q)]

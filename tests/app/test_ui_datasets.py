@@ -2,21 +2,11 @@
 from __future__ import annotations
 
 import pytest
-from gradio_client import Client, handle_file
+from gradio_client import handle_file
 
 from studio.datasets import service as datasets
-from ui.app import build_app, launch_kwargs
 
 
-@pytest.fixture
-def client(db):
-    demo = build_app(db)
-    demo.queue()
-    _, url, _ = demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **launch_kwargs(db))
-    try:
-        yield Client(url, verbose=False)
-    finally:
-        demo.close()
 
 
 def import_args(path, **overrides):

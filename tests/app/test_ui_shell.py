@@ -3,23 +3,8 @@ from __future__ import annotations
 
 import sys
 
-import pytest
-from gradio_client import Client
-
 from jobs import queue
 from storage.models import JobStatus
-from ui.app import build_app
-
-
-@pytest.fixture
-def app_client(db):
-    demo = build_app(db)
-    demo.queue()
-    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
-    try:
-        yield Client(url, verbose=False)
-    finally:
-        demo.close()
 
 
 def test_ui_process_does_not_import_torch():
@@ -30,14 +15,14 @@ def test_ui_process_does_not_import_torch():
     assert out.stdout.strip() == "False"
 
 
-def test_runs_tab_lists_jobs_from_the_database_and_cancels(db, app_client):
+def test_runs_tab_lists_jobs_from_the_database_and_cancels(db, client):
     job_id = queue.enqueue(db, "system.sleep", {"seconds": 60})
-    table = app_client.predict(api_name="/refresh_jobs")
+    table = client.predict(api_name="/refresh_jobs")
     rows = table["data"]
     assert [r[0] for r in rows] == [job_id]
     assert rows[0][1] == "Sleep (diagnostic)" and rows[0][2] == "queued"
 
-    message = app_client.predict(job_id, api_name="/cancel_job")
+    message = client.predict(job_id, api_name="/cancel_job")
     assert f"Job {job_id} is cancelled" in message
     assert queue.get(db, job_id).status == JobStatus.CANCELLED
-    assert app_client.predict(9999, api_name="/cancel_job") == "job 9999 does not exist"
+    assert client.predict(9999, api_name="/cancel_job") == "job 9999 does not exist"

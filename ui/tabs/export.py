@@ -1,0 +1,150 @@
+"""Export tab: turn an adapter into a merged model (or package the adapter), verify it, download it.
+
+Downloads are links to ``/download/export/<id>`` (ui/downloads.py): streamed from disk, addressed
+by export id only, behind the studio's login. Unverified exports are never offered.
+"""
+from __future__ import annotations
+
+import html
+
+import gradio as gr
+import pandas as pd
+
+from storage.db import Database
+from studio.export import service as exports
+from studio.export.errors import ExportError
+from studio.export.options import DTYPES
+from studio.training import history
+from ui.downloads import download_url
+from ui.i18n import add, t
+from ui.widgets import human_bytes
+
+REFRESH_S = 2.0
+COLUMNS = ["ID", "Adapter", "Kind", "Status", "Verified", "Size", "SHA-256", "Created (UTC)", "Progress"]
+
+add("ex.intro", "A **merged model** is the base model with the adapter folded in: it loads with plain transformers "
+    "(and converts for vLLM or llama.cpp) without PEFT. The **adapter** alone is a few MB and loads with "
+    "`PeftModel.from_pretrained`. Every merged export is verified (its logits are compared with the adapter on "
+    "the base) before it is offered for download.",
+    "**合并模型**是把适配器融合进基础模型：无需 PEFT，用 transformers 即可加载（也可转换给 vLLM 或 llama.cpp）。"
+    "**单独的适配器**只有几 MB，用 `PeftModel.from_pretrained` 加载。每个合并导出在提供下载前都会经过验证（与基础模型加适配器的 logits 对比）。")
+add("ex.adapter", "Adapter", "适配器")
+add("ex.kind", "What to export", "导出内容")
+add("ex.dtype", "Weights precision", "权重精度")
+add("ex.shard", "Shard size", "分片大小")
+add("ex.start", "Export", "导出")
+add("ex.table", "Exports", "导出记录")
+add("ex.selected", "Export", "导出")
+add("ex.delete", "Delete export", "删除导出")
+
+
+def adapter_choices(db: Database) -> list[tuple[str, int]]:
+    return [(a["label"], a["id"]) for a in history.adapters(db)]
+
+
+def exports_table(db: Database) -> pd.DataFrame:
+    rows = []
+    for e in exports.list_exports(db):
+        verified = {True: "yes", False: "FAILED", None: ""}[e.verified]
+        progress = e.progress.get("message", "") if e.status in ("queued", "running") else (e.error or "")
+        rows.append([e.id, e.adapter_id, e.kind, e.status, verified, human_bytes(e.size_bytes),
+                     (e.sha256 or "")[:16], f"{e.created_at:%Y-%m-%d %H:%M}", progress[:160]])
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def export_choices(db: Database) -> list[tuple[str, int]]:
+    return [(f"#{e.id} {e.kind} of adapter #{e.adapter_id} ({e.status})", e.id) for e in exports.list_exports(db)]
+
+
+def details_html(db: Database, export_id) -> str:
+    if not export_id:
+        return ""
+    try:
+        e = exports.get_export(db, int(export_id))
+    except ExportError as err:
+        return html.escape(str(err))
+    lines = [f"<b>Export #{e.id}</b> · {e.kind} · {e.status}"]
+    v = e.verification or {}
+    if v.get("max_abs_diff") is not None:
+        lines.append(f"Verification: max |logit difference| {v['max_abs_diff']:.2e} (tolerance {v.get('tolerance', 0):.0e})"
+                     f" → {'verified' if e.verified else 'FAILED'}")
+    if e.downloadable:
+        lines.append(f"Size {human_bytes(e.size_bytes)} · SHA-256 <code>{e.sha256}</code>")
+        lines.append(f'<a class="download-link" href="{download_url(e.id)}" download>⬇ Download {e.kind} '
+                     f'(.zip, {human_bytes(e.size_bytes)})</a>')
+    elif e.status in ("queued", "running"):
+        lines.append(html.escape(e.progress.get("message", "waiting for the worker…")))
+    elif e.error:
+        lines.append(f'<span class="run-error">{html.escape(e.error)}</span>')
+    return "<div class='export-details'>" + "<br>".join(lines) + "</div>"
+
+
+def start(db: Database, adapter_id, kind, dtype, shard):
+    if not adapter_id:
+        return "Pick an adapter first (train a run to get one).", None
+    try:
+        export_id = exports.start_export(db, int(adapter_id), kind=kind, dtype=dtype, shard_size=shard)
+    except (ExportError, ValueError) as e:
+        return f"⚠️ {e}", None
+    return f"Export #{export_id} queued.", export_id
+
+
+CSS = """
+.download-link { display: inline-block; margin-top: 6px; padding: 6px 14px; border-radius: 8px; background: #4f46e5;
+                 color: white !important; text-decoration: none; font-weight: 600; }
+.export-details { line-height: 1.8; }
+"""
+
+
+def render(db: Database) -> dict:
+    gr.Markdown(t("ex.intro"))
+    with gr.Row():
+        adapter = gr.Dropdown(label=t("ex.adapter"), choices=adapter_choices(db), scale=3, elem_id="export-adapter")
+        kind = gr.Radio(label=t("ex.kind"), choices=[("merged model", "merged"), ("adapter only", "adapter")],
+                        value="merged", scale=2, elem_id="export-kind")
+        dtype = gr.Dropdown(label=t("ex.dtype"), choices=list(DTYPES), value="auto", scale=1)
+        shard = gr.Dropdown(label=t("ex.shard"), choices=["500MB", "2GB", "5GB", "10GB"], value="2GB", scale=1)
+    start_btn = gr.Button(t("ex.start"), variant="primary", elem_id="export-start")
+    message = gr.Markdown()
+    table = gr.Dataframe(value=lambda: exports_table(db), headers=COLUMNS, interactive=False, wrap=True,
+                         label=t("ex.table"))
+    with gr.Row():
+        selected = gr.Dropdown(label=t("ex.selected"), choices=export_choices(db), scale=3, elem_id="export-selected")
+        delete_btn = gr.Button(t("ex.delete"), variant="stop", scale=0)
+    details = gr.HTML(elem_id="export-details")
+
+    def _start(a, k, d, s):
+        msg, export_id = start(db, a, k, d, s)
+        return msg, exports_table(db), gr.update(choices=export_choices(db), value=export_id)
+
+    start_btn.click(_start, inputs=[adapter, kind, dtype, shard], outputs=[message, table, selected],
+                    api_name="start_export")
+
+    def _tick(export_id):
+        return exports_table(db), gr.update(choices=export_choices(db)), details_html(db, export_id)
+
+    gr.Timer(REFRESH_S).tick(_tick, inputs=selected, outputs=[table, selected, details], show_progress="hidden",
+                             api_name="refresh_exports")
+    selected.change(lambda e: details_html(db, e), inputs=selected, outputs=details, api_name="export_details")
+
+    def _delete(export_id):
+        if not export_id:
+            return "Pick an export to delete.", exports_table(db), gr.update()
+        try:
+            freed = exports.delete_export(db, int(export_id))
+        except ExportError as e:
+            return f"⚠️ {e}", exports_table(db), gr.update()
+        return (f"Deleted export #{int(export_id)}; {human_bytes(freed)} freed.", exports_table(db),
+                gr.update(choices=export_choices(db), value=None))
+
+    delete_btn.click(_delete, inputs=selected, outputs=[message, table, selected], api_name="delete_export",
+                     js="(e) => confirm('Delete this export and its files?') ? e : null")
+    return {"adapter": adapter}
+
+
+def select_run(db: Database, run_id):
+    """For 'export this run': preselect the run's adapter."""
+    if not run_id:
+        return gr.update()
+    ids = [a["id"] for a in history.adapters(db) if a["run_id"] == int(run_id)]
+    return gr.update(choices=adapter_choices(db), value=ids[0] if ids else None)
