@@ -113,6 +113,7 @@ class Worker:
 
     # -- isolated jobs -------------------------------------------------------------------------
     def _run_isolated(self, job: Job, kind: JobKind) -> Outcome:
+        _release_in_process_models()
         log_path = self.db.workspace.job_log(job.id)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         outcome_file = log_path.with_suffix(".outcome.json")
@@ -151,6 +152,17 @@ class Worker:
         # The leader exited: make sure nothing it started lives on in its group.
         _kill_group(proc)
         return None
+
+
+def _release_in_process_models() -> None:
+    """Free the chat engine's model before a child process (training, export) needs the memory.
+    Looked up in sys.modules so a worker that never chatted does not import torch here."""
+    chat_jobs = sys.modules.get("studio.inference.jobs")
+    if chat_jobs is not None:
+        try:
+            chat_jobs.release_engine()
+        except Exception:
+            log.exception("could not release the chat engine's model")
 
 
 class _Heartbeat(threading.Thread):

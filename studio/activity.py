@@ -8,8 +8,9 @@ from jobs import queue
 from storage.db import Database
 from storage.models import Job, JobStatus, utcnow
 
-KIND_LABELS = {"train": "Training", "models.prepare": "Prepare model", "system.echo": "Echo (diagnostic)",
-               "system.sleep": "Sleep (diagnostic)"}
+KIND_LABELS = {"train": "Training", "models.prepare": "Prepare model", "datasets.stats": "Dataset statistics",
+               "chat.message": "Chat", "chat.compare": "Batch compare", "export": "Export",
+               "system.echo": "Echo (diagnostic)", "system.sleep": "Sleep (diagnostic)"}
 
 
 @dataclass(frozen=True)
