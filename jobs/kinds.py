@@ -59,3 +59,9 @@ register(JobKind("models.prepare", "jobs.system_jobs:prepare_model", isolated=Tr
 register(JobKind("train", "studio.training.job:run_training_job", isolated=True,
                  on_finish="studio.training.job:on_training_job_finished"))
 register(JobKind("datasets.stats", "studio.datasets.stats_job:run_stats_job"))
+
+# Chat testing: runs inside the worker, whose long-lived engine keeps the base model loaded.
+register(JobKind("chat.message", "studio.inference.jobs:run_chat_job"))
+register(JobKind("chat.compare", "studio.inference.jobs:run_compare_job"))
+register(JobKind("export", "studio.export.job:run_export_job", isolated=True,
+                 on_finish="studio.export.job:on_export_job_finished"))
