@@ -49,7 +49,8 @@ def _connect(db, demo, tabs, train_tab, chat_tab, export_tab, train_parts, runs_
                       api_visibility="private")
     runs_parts["chat_btn"].click(lambda r: (gr.update(selected="chat"), *chat.select_run(db, r)),
                                  inputs=runs_parts["selected"],
-                                 outputs=[tabs, chat_parts["base"], chat_parts["adapters"]], api_name="chat_with_run")
+                                 outputs=[tabs, chat_parts["base"], chat_parts["adapters"], chat_parts["chat_id"],
+                                          *chat_parts["panes"]], api_name="chat_with_run")
     runs_parts["export_btn"].click(lambda r: (gr.update(selected="export"), export.select_run(db, r)),
                                    inputs=runs_parts["selected"], outputs=[tabs, export_parts["adapter"]],
                                    api_name="export_run")

@@ -106,10 +106,19 @@ def panes_view(db: Database, chat_id: int | None, live: dict | None = None) -> l
     return updates
 
 
+def empty_panes(db: Database, base_ref: str | None, adapter_ids) -> list[Any]:
+    """Labelled, empty panes for the chosen base and adapters (before the first message)."""
+    labels = {a["id"]: a["label"] for a in history.adapters(db, base_ref or None)}
+    names = ["Base model"] + [labels.get(int(a), f"adapter #{a}") for a in adapter_ids or []]
+    return [gr.update(visible=i < len(names), value=[], label=names[i] if i < len(names) else "")
+            for i in range(PANES)]
+
+
 def settings_from(values: list[Any]) -> dict[str, Any]:
     keys = ["system_prompt", "max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "seed",
             "max_pixels"]
     out = dict(zip(keys, values))
+    out["system_prompt"] = out["system_prompt"] or ""
     for k in ("max_new_tokens", "top_k", "seed", "max_pixels"):
         out[k] = int(out[k])
     out["min_pixels"] = min(ChatSettings().min_pixels, out["max_pixels"])
@@ -245,6 +254,8 @@ def render(db: Database) -> dict:
         return (view["base_model_ref"], gr.update(choices=adapter_choices(db, view["base_model_ref"]),
                                                   value=list(view["adapter_ids"])), int(cid), *panes_view(db, int(cid)))
 
+    adapters.change(lambda b, a, cid: empty_panes(db, b, a) if not cid else [gr.update()] * PANES,
+                    inputs=[base, adapters, chat_id], outputs=panes, api_visibility="private")
     saved.change(_reopen, inputs=saved, outputs=[base, adapters, chat_id, *panes], api_name="reopen_chat")
 
     with gr.Accordion(t("chat.compare"), open=False):
@@ -269,15 +280,16 @@ def render(db: Database) -> dict:
 
     compare_btn.click(_compare, inputs=[base, adapters, prompts, dataset, split, limit, *settings],
                       outputs=[compare_status, table, csv_file, jsonl_file], api_name="run_compare")
-    return {"base": base, "adapters": adapters, "saved": saved, "dataset": dataset}
+    return {"base": base, "adapters": adapters, "saved": saved, "dataset": dataset, "panes": panes, "chat_id": chat_id}
 
 
-def select_run(db: Database, run_id) -> tuple[Any, Any]:
-    """For 'chat with this run': the run's base model and its adapter preselected."""
+def select_run(db: Database, run_id) -> tuple[Any, ...]:
+    """For 'chat with this run': the run's base model, its adapter preselected, a fresh chat."""
     from studio.training import service as training
 
     if not run_id:
-        return gr.update(), gr.update()
+        return gr.update(), gr.update(), gr.update(), *[gr.update()] * PANES
     run = training.get_run(db, int(run_id))
     ids = [a["id"] for a in history.adapters(db, run.model_ref) if a["run_id"] == run.id][:1]
-    return run.model_ref, gr.update(choices=adapter_choices(db, run.model_ref), value=ids)
+    return (run.model_ref, gr.update(choices=adapter_choices(db, run.model_ref), value=ids), None,
+            *empty_panes(db, run.model_ref, ids))

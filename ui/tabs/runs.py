@@ -98,7 +98,9 @@ def status_html(db: Database, run_id: int) -> str:
 
 
 def loss_frame(db: Database, run_ids: list[int]) -> pd.DataFrame:
-    return pd.DataFrame(history.loss_points(db, run_ids), columns=["step", "loss", "series"])
+    # Typed columns even when empty: the plot infers its axes' scales from the first frame it gets.
+    frame = pd.DataFrame(history.loss_points(db, run_ids), columns=["step", "loss", "series"])
+    return frame.astype({"step": "int64", "loss": "float64", "series": "string"})
 
 
 def run_log(db: Database, run_id: int) -> str:

@@ -92,7 +92,9 @@ class TrainForm:
     card: Any = None
 
     def add(self, path: str, component):
+        """Register a widget under its spec field; its elem_id (for browser tests) follows the field."""
         self.fields[path] = component
+        component.elem_id = component.elem_id or "spec-" + path.replace(".", "-")
         return component
 
     def values(self, data: dict) -> dict[str, Any]:

@@ -1,0 +1,121 @@
+"""The whole studio in a real browser (Debian's Chromium via Playwright), started by launch.py on a
+fresh workspace and used by clicking and typing only: upload -> train -> watch -> chat -> export ->
+download. Screenshots of every tab go to test-artifacts/screenshots/."""
+from __future__ import annotations
+
+import re
+import zipfile
+
+import pytest
+
+from tests.browser.browser import (CHROMIUM_ARGS, chromium_path, free_port, screenshot, start_studio,
+                                   stop_studio)
+
+pytestmark = [pytest.mark.browser, pytest.mark.skipif(chromium_path() is None, reason="chromium is not installed")]
+STEP_TIMEOUT_MS = 240_000
+
+
+@pytest.fixture
+def studio_url(tmp_path, smollm2_path):
+    """launch.py with its supervised worker; the built-in model comes from the session's cache."""
+    workspace = tmp_path / "workspace"
+    port = free_port()
+    proc = start_studio(workspace, port)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        stop_studio(proc)
+
+
+@pytest.fixture
+def page(request):
+    """A Chromium page; on failure its last state is saved as test-artifacts/screenshots/failed-*.png."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1440, "height": 1000}, accept_downloads=True)
+        page.set_default_timeout(60_000)
+        yield page
+        if getattr(request.node, "rep_call", None) is None or request.node.rep_call.failed:
+            screenshot(page, f"failed-{request.node.name}")
+        browser.close()
+
+
+def open_tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name).click()
+    page.wait_for_timeout(500)
+
+
+def pick(page, elem_id: str, option: str) -> None:
+    """Choose an option of a Gradio dropdown by (part of) its text."""
+    page.locator(f"#{elem_id} input").first.click()
+    page.get_by_role("option", name=re.compile(re.escape(option))).first.click()
+    page.wait_for_timeout(300)
+
+
+def set_number(page, spec_field: str, value) -> None:
+    """Type into the number box of the Train tab's widget for a spec field (sliders included)."""
+    box = page.locator(f"#spec-{spec_field.replace('.', '-')} input[type=number]").first
+    box.fill(str(value))
+    box.press("Tab")
+
+
+def test_upload_train_chat_export_download(studio_url, page, shared_data, tmp_path):
+    page.goto(studio_url)
+
+    # 1. Datasets: upload the Alpaca file and import it.
+    page.locator("#dataset-upload input[type=file]").set_input_files(str(shared_data / "alpaca_en_demo.json"))
+    page.wait_for_timeout(1000)
+    page.locator("#dataset-import").click()
+    page.get_by_text(re.compile(r"Imported #1 alpaca_en_demo")).wait_for()
+    page.locator("#dataset-preview").get_by_text("Describe a process of making crepes.").wait_for()
+    screenshot(page, "1-datasets")
+
+    # 2. Train: the imported dataset, a short LoRA run on the built-in model.
+    open_tab(page, "Train")
+    pick(page, "train-dataset", "alpaca_en_demo")
+    set_number(page, "train.max_steps", 6)
+    set_number(page, "train.batch_size", 2)
+    set_number(page, "train.grad_accum", 1)
+    set_number(page, "train.cutoff_len", 128)
+    set_number(page, "train.logging_steps", 1)
+    page.locator("#train-memory").get_by_text("fits").wait_for()
+    screenshot(page, "2-train")
+    page.locator("#train-start").click()
+
+    # 3. Runs: the start leads here; wait for the run to succeed with a loss plot.
+    page.get_by_role("tab", name="Runs", selected=True).wait_for()
+    page.locator("#run-live .run-succeeded").wait_for(timeout=STEP_TIMEOUT_MS)
+    page.locator("#run-loss-plot canvas, #run-loss-plot svg").first.wait_for()
+    page.wait_for_timeout(2500)  # one more refresh so the plot has every point
+    screenshot(page, "3-runs")
+
+    # 4. Chat: base vs adapter, side by side.
+    page.locator("#run-chat").click()
+    page.get_by_role("tab", name="Chat", selected=True).wait_for()
+    page.locator("#chat-pane-1").wait_for(state="visible")
+    page.locator("#chat-input textarea").fill("Give three tips for staying healthy.")
+    page.locator("#chat-send").click()
+    answered = """() => ['#chat-pane-0', '#chat-pane-1'].every(pane => {
+        const bots = [...document.querySelectorAll(pane + ' .message.bot')];
+        return bots.length > 0 && bots[bots.length - 1].innerText.trim().length > 10;
+    }) && document.querySelector('#chat-status').innerText.trim() === ''"""
+    page.wait_for_function(answered, timeout=STEP_TIMEOUT_MS)
+    screenshot(page, "4-chat")
+
+    # 5. Export the run's adapter as a merged model, then download it.
+    open_tab(page, "Runs")
+    page.locator("#run-export").click()
+    page.get_by_role("tab", name="Export", selected=True).wait_for()
+    page.locator("#export-start").click()
+    link = page.locator("#export-details a.download-link")
+    link.wait_for(timeout=STEP_TIMEOUT_MS)
+    screenshot(page, "5-export")
+    with page.expect_download(timeout=STEP_TIMEOUT_MS) as download:
+        link.click()
+    target = tmp_path / "merged.zip"
+    download.value.save_as(target)
+    with zipfile.ZipFile(target) as z:
+        names = z.namelist()
+    assert any(n.endswith(".safetensors") for n in names) and any(n.endswith("config.json") for n in names)
