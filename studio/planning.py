@@ -74,3 +74,41 @@ def plan_memory(spec: RunSpec, capacity_bytes: int, images: int = 0) -> MemoryPl
     verdict = est.verdict(estimate.total_bytes, capacity_bytes)
     fixes = est.suggestions(request, capacity_bytes) if verdict != "fits" else []
     return MemoryPlan(request, estimate, capacity_bytes, verdict, fixes)
+
+
+def estimate_for_device(spec: RunSpec, precision: str, on_gpu: bool, runtime_baseline_bytes: int = 0,
+                        images: int = 0) -> int | None:
+    """The peak the training process should reach on the device it really runs on, comparable with
+    what it measures: on GPU the estimator's full peak; on CPU only the parts that exist there,
+    plus the process's own footprint before the model was loaded. None when no estimate exists."""
+    try:
+        request = estimate_request(spec, model_config(spec.model, spec.trust_remote_code), images, precision)
+        request = request.with_(dtype=precision)
+        if on_gpu:
+            return int(est.estimate(request).total_bytes)
+        return int(est.estimate_cpu_training(request, runtime_baseline_bytes).total_bytes)
+    except Exception:  # noqa: BLE001 - an estimate never blocks a run
+        return None
+
+
+@dataclass
+class EstimateCheck:
+    run_id: int
+    name: str
+    model: str
+    method: str
+    estimated_bytes: int
+    measured_bytes: int
+
+    @property
+    def error(self) -> float:
+        """Relative error of the estimate against the measurement (+ = over-estimate)."""
+        return self.estimated_bytes / self.measured_bytes - 1
+
+
+def estimate_report(db) -> list[EstimateCheck]:
+    """Every finished run that recorded both an estimate and a measured peak."""
+    from studio.training import service
+
+    return [EstimateCheck(r.id, r.name, r.model_ref, r.method, r.estimated_peak_bytes, r.measured_peak_bytes)
+            for r in service.list_runs(db, limit=10_000) if r.estimated_peak_bytes and r.measured_peak_bytes]

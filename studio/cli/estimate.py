@@ -22,6 +22,25 @@ def register(subparsers) -> None:
     sub.add_parser("published", help="estimates vs published measured peaks").set_defaults(func=cmd_published)
     sub.add_parser("models", help="bundled model configs").set_defaults(func=cmd_models)
     sub.add_parser("cards", help="GPU cards the verdict knows").set_defaults(func=cmd_cards)
+    sub.add_parser("report", help="estimated vs measured peak memory of the studio's runs").set_defaults(
+        func=cmd_report)
+
+
+def cmd_report(args) -> int:
+    from storage.db import Database
+    from studio.planning import estimate_report
+
+    checks = estimate_report(Database.open())
+    if not checks:
+        print("No finished run has both an estimate and a measured peak yet.")
+        return 0
+    print(f"{'run':>5}  {'model':<34} {'method':<8} {'estimated':>10} {'measured':>10} {'error':>7}")
+    for c in checks:
+        print(f"{c.run_id:>5}  {c.model[:34]:<34} {c.method:<8} {c.estimated_bytes / 2**30:>8.2f} G "
+              f"{c.measured_bytes / 2**30:>8.2f} G {100 * c.error:>+6.1f}%")
+    within = sum(abs(c.error) <= 0.2 for c in checks)
+    print(f"{within} of {len(checks)} runs within 20%")
+    return 0
 
 
 def _add_model_arguments(p: argparse.ArgumentParser) -> None:
