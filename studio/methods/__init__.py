@@ -1,0 +1,25 @@
+"""PEFT methods, one module each, registered in one table.
+
+    METHODS["lora"].presets, .explain, .validate(spec, total_steps), .build_peft_config(...)
+
+Adding a method: write ``studio/methods/<name>.py`` with the same shape as ``lora.py`` (a
+``Settings`` model whose ``name`` field is a ``Literal`` of the method's name, ``PRESETS``,
+``EXPLAIN``, ``validate``, ``build_peft_config`` and ``METHOD``) and add it below. The run spec
+and the tests pick it up from this table.
+"""
+from __future__ import annotations
+
+from studio.methods import adalora, lora, qlora
+from studio.methods.base import Explain, Method, MethodSettings, ModelFacts, Problem, Targets
+
+METHODS: dict[str, Method] = {m.name: m for m in (lora.METHOD, qlora.METHOD, adalora.METHOD)}
+
+
+def get_method(name: str) -> Method:
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise KeyError(f"unknown method {name!r}; known: {', '.join(METHODS)}") from None
+
+
+__all__ = ["METHODS", "get_method", "Method", "MethodSettings", "Explain", "Problem", "ModelFacts", "Targets"]

@@ -1,0 +1,173 @@
+"""What every PEFT method module shares: the shape of a method, problems, explanations, targets.
+
+A method module (``lora.py``, ``qlora.py``, ``adalora.py``) defines a typed ``Settings`` model,
+named ``PRESETS``, ``EXPLAIN`` texts for the UI, and the functions below, and exports them as one
+``METHOD = Method(...)``. ``studio.methods.METHODS`` is the table of all of them; tests loop over it.
+
+This module imports neither torch nor peft: the UI reads presets and explanations without them.
+"""
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:  # only for type hints; importing training here would be circular
+    from studio.training.spec import RunSpec
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a run spec: where (a dotted field path), what, and how to fix it."""
+
+    field: str
+    message: str
+    hint: str = ""
+
+    def __str__(self) -> str:
+        text = f"{self.field}: {self.message}"
+        return f"{text} ({self.hint})" if self.hint else text
+
+
+@dataclass(frozen=True)
+class Explain:
+    """Plain-language texts the UI shows beside a method."""
+
+    summary: str
+    memory: str
+    speed: str
+    when: str
+
+
+class MethodSettings(BaseModel):
+    """Base of every method's settings: strict about unknown keys, so typos in YAML are reported."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# -- which layers get adapters ------------------------------------------------------------------
+
+TargetMode = Literal["attention", "all-linear", "custom"]
+
+# Leaf names of attention projections across common architectures (Llama/Mistral/Qwen/Gemma use
+# q/k/v/o_proj; Phi-3 qkv_proj; GPT-2 c_attn; GPT-NeoX/Falcon query_key_value). peft matches a
+# list entry against the end of a module name, so unknown names simply match nothing.
+ATTENTION_LEAVES = ["q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj", "c_attn", "query_key_value"]
+# Qwen2.5-VL: vision blocks have ``attn.qkv`` / ``attn.proj``, the projector is ``visual.merger``.
+VISION_ATTENTION_LEAVES = ["attn.qkv", "attn.proj"]
+VISION_TOWER = "visual"
+PROJECTOR = "merger"
+
+
+class Targets(BaseModel):
+    """Which linear layers get adapters. ``attention``: the attention projections (fewest
+    parameters, the original LoRA paper); ``all-linear``: attention and MLP (QLoRA paper: matches
+    full fine-tuning more closely); ``custom``: the module names you list (suffix match)."""
+
+    model_config = ConfigDict(extra="forbid")
+    mode: TargetMode = "all-linear"
+    custom: list[str] = Field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """The few facts about a model a method needs, read from the registry's ``ModelInfo`` (or
+    anything with ``kind``/``model_type``), so methods do not depend on the registry's shape."""
+
+    kind: str = "text"  # "text" | "vision-language"
+    model_type: str = ""
+
+    @property
+    def is_vision(self) -> bool:
+        return self.kind == "vision-language"
+
+    @classmethod
+    def of(cls, info: Any) -> "ModelFacts":
+        if isinstance(info, ModelFacts):
+            return info
+        if isinstance(info, dict):
+            return cls(kind=info.get("kind", "text"), model_type=info.get("model_type", ""))
+        return cls(kind=getattr(info, "kind", "text") or "text", model_type=getattr(info, "model_type", "") or "")
+
+
+def vision_exclusion(vision: Any) -> str | None:
+    """A regex (peft full-matches it against module names) for the VL modules that must NOT get
+    LoRA: the vision tower unless it is tuned with LoRA, the projector unless it is."""
+    tower_lora = getattr(vision, "vision_tower", "frozen") == "lora"
+    projector_lora = getattr(vision, "projector", "frozen") == "lora"
+    if tower_lora and projector_lora:
+        return None
+    if tower_lora:
+        return rf".*\b{VISION_TOWER}\.{PROJECTOR}\b.*"
+    if projector_lora:
+        return rf".*\b{VISION_TOWER}\.(?!{PROJECTOR}\b).*"
+    return rf".*\b{VISION_TOWER}\b.*"
+
+
+def resolve_targets(targets: Targets, facts: ModelFacts, vision: Any = None) -> dict[str, Any]:
+    """peft's ``target_modules`` / ``exclude_modules`` / ``modules_to_save`` for the settings.
+
+    On a vision-language model ``all-linear`` would also catch the vision tower and projector:
+    ``exclude_modules`` keeps LoRA off them unless the spec's ``vision`` section asks for it."""
+    if targets.mode == "custom":
+        target: list[str] | str = list(targets.custom)
+    elif targets.mode == "attention":
+        target = list(ATTENTION_LEAVES)
+    else:
+        target = "all-linear"
+    out: dict[str, Any] = {"target_modules": target, "exclude_modules": None, "modules_to_save": None}
+    if not facts.is_vision:
+        return out
+    tower, projector = getattr(vision, "vision_tower", "frozen"), getattr(vision, "projector", "frozen")
+    if targets.mode == "attention":  # the vision side names its layers differently
+        if tower == "lora":
+            target.extend(VISION_ATTENTION_LEAVES)
+        if projector == "lora":
+            target.extend([f"{PROJECTOR}.mlp.0", f"{PROJECTOR}.mlp.2"])
+    out["exclude_modules"] = vision_exclusion(vision)
+    if projector == "full":
+        out["modules_to_save"] = [PROJECTOR]  # the projector is small: train all of it
+    return out
+
+
+def targets_problems(targets: Targets, prefix: str) -> list[Problem]:
+    problems = []
+    if targets.mode == "custom" and not [t for t in targets.custom if t.strip()]:
+        problems.append(Problem(f"{prefix}.targets.custom", "custom target modules are empty",
+                                "list module names such as q_proj, v_proj, or choose all-linear"))
+    return problems
+
+
+def package_available(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+@dataclass(frozen=True)
+class Method:
+    """One PEFT method, as the studio sees it. Every method module builds exactly one."""
+
+    name: str
+    label: str
+    settings_cls: type[MethodSettings]
+    presets: dict[str, MethodSettings]
+    default_preset: str
+    explain: Explain
+    default_learning_rate: float
+    # validate(spec, total_steps | None) -> problems with the method's settings in the context of
+    # the whole spec; total_steps (optimizer steps of the run) when the data is known
+    validate: Callable[["RunSpec", int | None], list[Problem]]
+    # build_peft_config(spec, model_info, total_steps) -> peft.PeftConfig
+    build_peft_config: Callable[["RunSpec", Any, int], Any]
+    # quantization_config(spec, model_info) -> transformers.BitsAndBytesConfig | None
+    quantization_config: Callable[["RunSpec", Any], Any] = field(default=lambda spec, info: None)
+    # prepare_model(model, spec): adjust a loaded base model before adapters are attached
+    prepare_model: Callable[[Any, "RunSpec"], Any] = field(default=lambda model, spec: model)
+    # callbacks(spec) -> TrainerCallbacks the method needs during training (AdaLoRA's allocator)
+    callbacks: Callable[["RunSpec"], list[Any]] = field(default=lambda spec: [])
+    # requirements: packages that must be importable for this method
+    requires: tuple[str, ...] = ()
+
+    def preset(self, name: str | None = None) -> MethodSettings:
+        return self.presets[name or self.default_preset].model_copy(deep=True)

@@ -1,0 +1,136 @@
+"""QLoRA: LoRA on a base model quantized to 4 bits (NF4, Dettmers et al., 2023) or 8 bits.
+
+The base weights are stored in 4/8 bits and de-quantized on the fly; the adapters train in 16/32
+bits exactly as in LoRA. Published recipe: NF4 + double quantization, all linear layers, rank
+16-64, learning rate 2e-4. The vision tower and the LM head stay unquantized on vision-language
+models (small layers gain nothing and the bitsandbytes CPU kernels crash on in_features < 64).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field
+
+from studio.methods.base import Explain, Method, ModelFacts, Problem, package_available
+from studio.methods.lora import DEFAULT_LEARNING_RATE, LoraSettings, lora_config_kwargs, lora_problems
+
+if TYPE_CHECKING:
+    from studio.training.spec import RunSpec
+
+NAME = "qlora"
+# Modules kept in full precision. transformers matches these from the start of a module name or
+# as a suffix, so "model.visual" covers Qwen2.5-VL's whole vision tower and projector.
+SKIP_MODULES_TEXT = ["lm_head"]
+SKIP_MODULES_VISION = ["model.visual", "visual", "lm_head"]
+
+
+class QLoraSettings(LoraSettings):
+    name: Literal["qlora"] = "qlora"  # type: ignore[assignment]
+    bits: Literal[4, 8] = Field(4, description="4: NF4/FP4 weights (smallest); 8: LLM.int8 weights")
+    quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type; NF4 is the QLoRA paper's")
+    double_quant: bool = Field(True, description="also quantize the quantization constants (~0.4 bit/param saved)")
+    compute_dtype: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto", description="dtype the de-quantized weights are multiplied in; auto follows the run's precision")
+
+
+PRESETS: dict[str, QLoraSettings] = {
+    "balanced": QLoraSettings(r=16, alpha=32),
+    # The QLoRA paper's Guanaco setting: r=64, alpha=16 on all linear layers.
+    "paper": QLoraSettings(r=64, alpha=16, dropout=0.05),
+    "8-bit": QLoraSettings(r=16, alpha=32, bits=8),
+}
+
+EXPLAIN = Explain(
+    summary="LoRA on a copy of the model compressed to 4 bits (or 8 bits). Same adapter file as "
+            "LoRA; the compressed base is only used while training.",
+    memory="About 0.55 bytes per parameter for the base in 4-bit (1.1 in 8-bit) instead of 2: a 7B "
+           "model trains in ~6 GB plus activations.",
+    speed="Slower than LoRA (weights are de-quantized at every layer): expect 20-50% more time on "
+          "GPU, more on CPU.",
+    when="The model does not fit in memory in 16-bit, or you want bigger batches on a small GPU. "
+         "Quality is close to LoRA; prefer LoRA when memory allows.",
+)
+
+
+def validate(spec: "RunSpec", total_steps: int | None = None) -> list[Problem]:
+    s: QLoraSettings = spec.method
+    problems = lora_problems(s)
+    if not package_available("bitsandbytes"):
+        problems.append(Problem("method.name", "QLoRA needs the bitsandbytes package, which is not installed",
+                                "pip install bitsandbytes, or choose LoRA"))
+    if s.bits == 8 and (s.quant_type != "nf4" or not s.double_quant):
+        problems.append(Problem("method.quant_type", "quant_type and double_quant apply to 4-bit only",
+                                "leave them at their defaults for 8-bit"))
+    if s.compute_dtype == "fp16" and spec.train.precision == "bf16":
+        problems.append(Problem("method.compute_dtype", "fp16 compute with bf16 training mixes two half types",
+                                "set compute_dtype to auto"))
+    return problems
+
+
+def _compute_dtype(s: QLoraSettings, spec: "RunSpec"):
+    import torch
+
+    from studio.training.device import resolve_precision
+
+    name = resolve_precision(spec.train.precision) if s.compute_dtype == "auto" else s.compute_dtype
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[name]
+
+
+def quantization_config(spec: "RunSpec", model_info: Any) -> Any:
+    from transformers import BitsAndBytesConfig
+
+    s: QLoraSettings = spec.method
+    skip = SKIP_MODULES_VISION if ModelFacts.of(model_info).is_vision else SKIP_MODULES_TEXT
+    if s.bits == 8:
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=list(skip))
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=s.quant_type,
+                              bnb_4bit_use_double_quant=s.double_quant, bnb_4bit_compute_dtype=_compute_dtype(s, spec),
+                              llm_int8_skip_modules=list(skip))
+
+
+def disable_cpu_weight_repacking(model: Any) -> int:
+    """bitsandbytes on AVX512-BF16 CPUs repacks 4-bit weights in place at the first no-grad forward
+    (e.g. the first evaluation); adapters attached or merged afterwards then compute garbage.
+    Switching the fast path off on every 4-bit layer keeps the weights as they were loaded."""
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        return 0
+    n = 0
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit) and getattr(module, "support_avx512bf16_for_cpu", False):
+            module.support_avx512bf16_for_cpu = False
+            n += 1
+    return n
+
+
+def prepare_model(model: Any, spec: "RunSpec") -> Any:
+    from peft import prepare_model_for_kbit_training
+
+    disable_cpu_weight_repacking(model)
+    # Casts norms to fp32 and makes the inputs require grads so checkpointed layers get gradients
+    # (the QLoRA paper's setup; peft's documented first step for k-bit training).
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=spec.train.gradient_checkpointing,
+                                           gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def build_peft_config(spec: "RunSpec", model_info: Any, total_steps: int) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(**lora_config_kwargs(spec.method, spec, model_info))
+
+
+METHOD = Method(
+    name=NAME,
+    label="QLoRA",
+    settings_cls=QLoraSettings,
+    presets=PRESETS,
+    default_preset="balanced",
+    explain=EXPLAIN,
+    default_learning_rate=DEFAULT_LEARNING_RATE,
+    validate=validate,
+    build_peft_config=build_peft_config,
+    quantization_config=quantization_config,
+    prepare_model=prepare_model,
+    requires=("bitsandbytes",),
+)

@@ -1,0 +1,111 @@
+"""The "train" job: what a worker's child process runs for a run, and how the run row follows the job.
+
+``run_training_job`` trains into ``<workspace>/runs/<id>/`` (resuming from the newest complete
+checkpoint when the run was cancelled or failed before), then records the adapter and the final
+numbers. The run's *status* is set only by ``on_training_job_finished``, which the worker (or the
+reaper, when the worker died) calls with the job's final row: one source of truth, so a run can
+never say "running" after its job has ended.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, select
+
+from jobs.context import JobCancelled, JobContext
+from storage.models import Adapter, JobStatus, Run, RunMetric, utcnow
+from studio.training import checkpoints
+from studio.training.recipe import ADAPTER, CHECKPOINTS, TrainResult
+from studio.training.spec import RunSpec
+
+log = logging.getLogger("studio.training.job")
+
+
+def run_training_job(ctx: JobContext) -> dict[str, Any]:
+    run_id = int(ctx.payload["run_id"])
+    spec, run_dir = begin(ctx.db, run_id)
+    if spec.train.num_processes > 1:
+        from studio.training.distributed import launch
+
+        result = launch(ctx, run_id, spec.train.num_processes)
+    else:
+        from studio.training.recipe import train
+        from studio.training.reporting import DbReporter
+
+        result = train(spec, run_dir, DbReporter(ctx, run_id), db=ctx.db)
+    record_numbers(ctx.db, run_id, result)
+    if result.status == "cancelled":
+        raise JobCancelled(f"cancelled at step {result.global_step} of {result.total_steps}; the last complete "
+                           "checkpoint is kept: resume to continue")
+    adapter_id = record_adapter(ctx.db, run_id, spec, Path(result.adapter_dir))
+    return {"run_id": run_id, "adapter_id": adapter_id, "final_loss": result.final_loss,
+            "final_eval_loss": result.final_eval_loss, "steps": result.global_step,
+            "resumed_from_step": result.resumed_from_step, "peak_memory_bytes": result.peak_memory_bytes,
+            "tokens_per_s": result.tokens_per_s, "model": result.model, "data": result.data}
+
+
+def begin(db: Any, run_id: int) -> tuple[RunSpec, Path]:
+    """Mark the run running and forget metrics that the resumed training will produce again."""
+    run_dir = db.workspace.run_dir(run_id)
+    resume = checkpoints.latest_complete(run_dir / CHECKPOINTS)
+    resume_step = checkpoints.step_of(resume) if resume else 0
+    with db.session() as s:
+        run = s.get(Run, run_id)
+        if run is None:
+            raise LookupError(f"run {run_id} does not exist")
+        run.status, run.error, run.finished_at = JobStatus.RUNNING, None, None
+        run.started_at = run.started_at or utcnow()
+        run.output_dir = db.workspace.relative(run_dir)
+        s.execute(delete(RunMetric).where(RunMetric.run_id == run_id, RunMetric.stage.in_(("train", "eval")),
+                                          RunMetric.step > resume_step))
+        spec = RunSpec.model_validate(run.spec)
+    return spec, run_dir
+
+
+def record_numbers(db: Any, run_id: int, result: TrainResult) -> None:
+    with db.session() as s:
+        run = s.get(Run, run_id)
+        run.final_loss = result.final_loss
+        run.final_eval_loss = result.final_eval_loss
+        run.measured_peak_bytes = max(run.measured_peak_bytes or 0, result.peak_memory_bytes or 0)
+
+
+def record_adapter(db: Any, run_id: int, spec: RunSpec, adapter_dir: Path) -> int:
+    size = sum(p.stat().st_size for p in adapter_dir.rglob("*") if p.is_file())
+    rel = db.workspace.relative(adapter_dir)
+    with db.session() as s:
+        run = s.get(Run, run_id)
+        adapter = s.execute(select(Adapter).where(Adapter.run_id == run_id, Adapter.path == rel)).scalar()
+        if adapter is None:  # a retried job must not register the same adapter twice
+            adapter = Adapter(run_id=run_id, name=run.name, method=spec.method.name, base_model_ref=spec.model,
+                              path=rel)
+            s.add(adapter)
+        adapter.size_bytes = size
+        s.flush()
+        return adapter.id
+
+
+def on_training_job_finished(db: Any, job: Any) -> None:
+    """Make the run say how its job ended: succeeded, failed (with the reason) or cancelled."""
+    run_id = (job.payload or {}).get("run_id")
+    with db.session() as s:
+        run = s.get(Run, run_id) if run_id else None
+        if run is None:
+            run = s.execute(select(Run).where(Run.job_id == job.id)).scalar()
+        if run is None:
+            log.warning("job %s finished but no run refers to it", job.id)
+            return
+        run.status = job.status
+        run.finished_at = job.finished_at or utcnow()
+        if job.status == JobStatus.SUCCEEDED:
+            run.error = None
+        elif job.status == JobStatus.CANCELLED:
+            run.error = job.error or "cancelled"
+        else:
+            run.error = job.error or "the training job failed without a message (see the job log)"
+
+
+def adapter_dir(db: Any, run_id: int) -> Path:
+    return db.workspace.run_dir(run_id) / ADAPTER

@@ -1,0 +1,122 @@
+"""Every method in the one table has the same shape, and builds configs peft and bitsandbytes accept."""
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from studio.methods import METHODS, ModelFacts
+from studio.methods.base import resolve_targets
+from studio.training.spec import RunSpec, VisionSettings
+
+TEXT = ModelFacts(kind="text", model_type="llama")
+VL = ModelFacts(kind="vision-language", model_type="qwen2_5_vl")
+
+
+def spec_for(method: str, **method_fields) -> RunSpec:
+    return RunSpec(model="builtin:smollm2-135m-instruct", data={"path": "x.jsonl"},
+                   method={"name": method, **method_fields}, train={"precision": "fp32"})
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_method_has_presets_explanations_and_a_default_rate(name):
+    m = METHODS[name]
+    assert m.default_preset in m.presets
+    for preset in m.presets.values():
+        assert preset.name == name
+        assert isinstance(preset, m.settings_cls)
+    for text in (m.explain.summary, m.explain.memory, m.explain.speed, m.explain.when):
+        assert len(text) > 30
+    assert 1e-5 <= m.default_learning_rate <= 1e-3
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+@pytest.mark.parametrize("preset", ["default"])
+def test_every_preset_builds_a_peft_config(name, preset):
+    m = METHODS[name]
+    for preset_name in m.presets:
+        spec = spec_for(name, preset=preset_name)
+        assert m.validate(spec, 100) == []
+        config = m.build_peft_config(spec, TEXT, 100)
+        assert config.task_type == "CAUSAL_LM"
+        if name == "adalora":
+            assert config.total_step == 100 and config.tinit == 10 and config.tfinal == 20
+
+
+def test_lora_defaults_follow_published_practice():
+    s = METHODS["lora"].preset()
+    assert (s.r, s.alpha, s.dropout, s.targets.mode) == (16, 32, 0.05, "all-linear")
+    assert METHODS["lora"].default_learning_rate == 2e-4
+    cfg = METHODS["lora"].build_peft_config(spec_for("lora", use_dora=True, use_rslora=True), TEXT, 10)
+    assert cfg.use_dora and cfg.use_rslora and cfg.lora_alpha == 32
+
+
+def test_targets_attention_all_linear_and_custom():
+    lora = METHODS["lora"]
+    assert lora.build_peft_config(spec_for("lora", targets={"mode": "all-linear"}), TEXT, 1).target_modules == "all-linear"
+    attn = lora.build_peft_config(spec_for("lora", targets={"mode": "attention"}), TEXT, 1).target_modules
+    assert {"q_proj", "k_proj", "v_proj", "o_proj"} <= set(attn)
+    custom = lora.build_peft_config(spec_for("lora", targets={"mode": "custom", "custom": ["q_proj", "v_proj"]}), TEXT, 1)
+    assert set(custom.target_modules) == {"q_proj", "v_proj"}
+    assert lora.validate(spec_for("lora", targets={"mode": "custom", "custom": []}))[0].field == "method.targets.custom"
+
+
+@pytest.mark.parametrize("tower, projector, visual_blocks, merger", [
+    ("frozen", "frozen", False, False),
+    ("lora", "frozen", True, False),
+    ("frozen", "lora", False, True),
+    ("lora", "lora", True, True),
+])
+def test_vision_tower_and_projector_get_lora_only_when_asked(tiny_vl_small_path, tower, projector, visual_blocks, merger):
+    from peft import get_peft_model
+
+    from studio.models import load_model
+
+    model = load_model(tiny_vl_small_path, "vision-language", dtype=torch.float32)
+    spec = spec_for("lora")
+    spec.vision = VisionSettings(vision_tower=tower, projector=projector)
+    peft_model = get_peft_model(model, METHODS["lora"].build_peft_config(spec, VL, 10))
+    adapted = {n.rsplit(".lora_A", 1)[0] for n, _ in peft_model.named_parameters() if ".lora_A." in n}
+    assert any("language_model" in n for n in adapted)
+    assert any(re.search(r"visual\.blocks", n) for n in adapted) == visual_blocks
+    assert any("visual.merger" in n for n in adapted) == merger
+    assert not any(n.endswith("lm_head") for n in adapted)
+
+
+def test_projector_full_training_uses_modules_to_save():
+    spec = spec_for("lora")
+    spec.vision = VisionSettings(projector="full")
+    out = resolve_targets(spec.method.targets, VL, spec.vision)
+    assert out["modules_to_save"] == ["merger"]
+    assert re.fullmatch(out["exclude_modules"], "model.visual.merger.mlp.0")
+
+
+def test_qlora_bitsandbytes_configs():
+    q = METHODS["qlora"]
+    four = q.quantization_config(spec_for("qlora"), TEXT)
+    assert four.load_in_4bit and four.bnb_4bit_quant_type == "nf4" and four.bnb_4bit_use_double_quant
+    assert four.bnb_4bit_compute_dtype == torch.float32  # follows the run's precision (fp32 here)
+    assert four.llm_int8_skip_modules == ["lm_head"]
+    no_dq = q.quantization_config(spec_for("qlora", double_quant=False), TEXT)
+    assert not no_dq.bnb_4bit_use_double_quant
+    eight = q.quantization_config(spec_for("qlora", bits=8), VL)
+    assert eight.load_in_8bit and "model.visual" in eight.llm_int8_skip_modules and "lm_head" in eight.llm_int8_skip_modules
+
+
+def test_qlora_without_bitsandbytes_is_a_problem(monkeypatch):
+    import studio.methods.qlora as qlora
+
+    monkeypatch.setattr(qlora, "package_available", lambda name: False)
+    problems = qlora.validate(spec_for("qlora"))
+    assert any("bitsandbytes" in p.message for p in problems)
+
+
+def test_adalora_schedule_needs_enough_steps():
+    a = METHODS["adalora"]
+    spec = spec_for("adalora", tinit=5, tfinal=5)
+    assert [p.field for p in a.validate(spec, 10)] == ["method.tinit"]
+    assert a.validate(spec, 30) == []
+    assert a.validate(spec_for("adalora", init_r=4, target_r=8), 100)[0].field == "method.target_r"
+    cfg = a.build_peft_config(spec_for("adalora", init_r=12, target_r=4, deltaT=2), TEXT, 50)
+    assert (cfg.init_r, cfg.target_r, cfg.deltaT, cfg.total_step, cfg.tinit, cfg.tfinal) == (12, 4, 2, 50, 5, 10)
