@@ -65,6 +65,19 @@ def images_per_sample(num_images: int, num_rows: int) -> int:
     return math.ceil(num_images / num_rows) if num_rows and num_images else 0
 
 
+def dataset_images_per_sample(db, spec: RunSpec) -> int:
+    """Images per row of the spec's dataset (0 for text data or a headless file)."""
+    if not spec.data.dataset_id:
+        return 0
+    from studio.datasets.service import get_dataset
+
+    try:
+        d = get_dataset(db, spec.data.dataset_id)
+    except LookupError:
+        return 0
+    return images_per_sample(d.num_images, d.num_rows)
+
+
 def plan_memory(spec: RunSpec, capacity_bytes: int, images: int = 0) -> MemoryPlan:
     try:
         request = estimate_request(spec, model_config(spec.model, spec.trust_remote_code), images)

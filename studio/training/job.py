@@ -34,6 +34,7 @@ def run_training_job(ctx: JobContext) -> dict[str, Any]:
         from studio.training.recipe import train
         from studio.training.reporting import DbReporter
 
+        record_device_estimate(ctx.db, run_id, spec)
         result = train(spec, run_dir, DbReporter(ctx, run_id), db=ctx.db)
     record_numbers(ctx.db, run_id, result)
     if result.status == "cancelled":
@@ -62,6 +63,24 @@ def begin(db: Any, run_id: int) -> tuple[RunSpec, Path]:
                                           RunMetric.step > resume_step))
         spec = RunSpec.model_validate(run.spec)
     return spec, run_dir
+
+
+def record_device_estimate(db: Any, run_id: int, spec: RunSpec) -> None:
+    """Replace the queue-time (GPU) estimate by one for the device this process trains on, so the
+    run's measured peak is compared like with like (on CPU: the process's footprint so far plus
+    the parts that live in RAM)."""
+    import psutil
+
+    from studio.planning import dataset_images_per_sample, estimate_for_device
+    from studio.training.device import has_cuda, resolve_precision
+
+    images = dataset_images_per_sample(db, spec)
+    on_gpu = has_cuda()
+    baseline = 0 if on_gpu else psutil.Process().memory_info().rss
+    estimate = estimate_for_device(spec, resolve_precision(spec.train.precision), on_gpu, baseline, images)
+    if estimate:
+        with db.session() as s:
+            s.get(Run, run_id).estimated_peak_bytes = estimate
 
 
 def record_numbers(db: Any, run_id: int, result: TrainResult) -> None:

@@ -49,7 +49,7 @@ def start_run(db: Any, spec: RunSpec | dict[str, Any] | str, *, local_paths: boo
     with db.session() as s:
         run = Run(name=parsed.display_name(), status=JobStatus.QUEUED, model_ref=parsed.model,
                   dataset_id=parsed.data.dataset_id, method=parsed.method.name, spec=parsed.to_dict(),
-                  estimated_peak_bytes=_estimate(parsed))
+                  estimated_peak_bytes=_estimate(db, parsed))
         s.add(run)
         s.flush()
         # The job row is added in the same transaction (what queue.enqueue does), so a run is
@@ -172,25 +172,10 @@ def delete_run(db: Any, run_id: int) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
-def _estimate(spec: RunSpec) -> int | None:
-    """The memory estimator's peak for this spec (recorded beside the measured peak); never blocks a run."""
-    try:
-        from studio.estimate import EstimateRequest, estimate
-        from studio.models import inspect
+def _estimate(db: Any, spec: RunSpec) -> int | None:
+    """The estimator's GPU peak for this spec, shown while the run waits; the job replaces it with
+    the estimate for the device it actually trains on. Never blocks a run."""
+    from studio.planning import dataset_images_per_sample, estimate_for_device
 
-        info = inspect(spec.model, trust_remote_code=spec.trust_remote_code)
-        m = spec.method
-        targets = m.targets.mode if m.targets.mode != "custom" else tuple(m.targets.custom)
-        method = "dora" if getattr(m, "use_dora", False) else m.name
-        req = EstimateRequest(
-            config=info.config, method=method, lora_rank=getattr(m, "r", getattr(m, "target_r", 8)),
-            targets=targets, dtype="bf16" if spec.train.precision == "auto" else spec.train.precision,
-            quant_bits=getattr(m, "bits", 4), double_quant=getattr(m, "double_quant", True),
-            batch_size=spec.train.batch_size, grad_accum=spec.train.grad_accum, seq_len=spec.train.cutoff_len,
-            gradient_checkpointing=spec.train.gradient_checkpointing, max_pixels=spec.vision.max_pixels,
-            images_per_sample=1 if info.kind == "vision-language" else 0,
-            tune_vision=spec.vision.vision_tower != "frozen", num_gpus=spec.train.num_processes,
-            adalora_init_rank=getattr(m, "init_r", None))
-        return int(estimate(req).total_bytes)
-    except Exception:
-        return None
+    precision = "bf16" if spec.train.precision == "auto" else spec.train.precision
+    return estimate_for_device(spec, precision, on_gpu=True, images=dataset_images_per_sample(db, spec))

@@ -15,7 +15,7 @@ from storage.db import Database
 from studio import estimate as est
 from studio.datasets import service as datasets
 from studio.methods import METHODS
-from studio.planning import MemoryPlan, images_per_sample, plan_memory
+from studio.planning import MemoryPlan, dataset_images_per_sample, plan_memory
 from studio.training.spec import RunSpec, parse_spec
 from ui.i18n import add, t
 from ui.memory_bar import memory_bar_html
@@ -162,14 +162,7 @@ def memory_view(db: Database, spec: RunSpec | None, card_name: str) -> tuple[str
     if spec is None:
         return "", "", None
     card = est.find_card(card_name or DEFAULT_CARD) or est.find_card(DEFAULT_CARD)
-    images = 0
-    if spec.data.dataset_id:
-        try:
-            d = datasets.get_dataset(db, spec.data.dataset_id)
-            images = images_per_sample(d.num_images, d.num_rows)
-        except LookupError:
-            pass
-    plan = plan_memory(spec, card.capacity_bytes, images)
+    plan = plan_memory(spec, card.capacity_bytes, dataset_images_per_sample(db, spec))
     if plan.estimate is None:
         return "", f"No estimate for this model: {plan.error}", plan
     bar = memory_bar_html(plan.estimate.parts, plan.estimate.total_bytes, card.capacity_bytes, card.name, plan.verdict)
@@ -231,7 +224,7 @@ def start(db: Database, spec_values: dict[str, Any], card: str, confirmed: bool)
             return (f"**The estimate says this run does not fit on the {card}.** Apply a suggestion, or start "
                     "anyway if your GPU is larger or you know better.", True, None)
     try:
-        run_id = training.start_run(db, spec)
+        run_id = training.start_run(db, spec, local_paths=False)  # a browser may not name server paths
     except training.SpecError as e:
         return "**Not started.**\n" + "\n".join(f"- {p}" for p in e.problems), False, None
     return f"**Run #{run_id} queued.** Follow it in the Runs tab.", False, run_id
