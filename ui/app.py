@@ -6,7 +6,7 @@ import gradio as gr
 
 from storage.db import Database
 from ui import memory_bar
-from ui.i18n import add, t, translations
+from ui.i18n import t, translations
 from ui.tabs import chat, datasets, export, runs, train
 
 THEME = gr.themes.Soft(primary_hue="indigo")

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field
 
 from studio.methods.base import Explain, Method, ModelFacts, Problem, package_available
-from studio.methods.lora import DEFAULT_LEARNING_RATE, LoraSettings, lora_config_kwargs, lora_problems
+from studio.methods import lora
+from studio.methods.lora import DEFAULT_LEARNING_RATE, LoraSettings, lora_problems
 
 if TYPE_CHECKING:
     from studio.training.spec import RunSpec
@@ -114,12 +115,6 @@ def prepare_model(model: Any, spec: "RunSpec") -> Any:
                                            gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
-def build_peft_config(spec: "RunSpec", model_info: Any, total_steps: int) -> Any:
-    from peft import LoraConfig
-
-    return LoraConfig(**lora_config_kwargs(spec.method, spec, model_info))
-
-
 METHOD = Method(
     name=NAME,
     label="QLoRA",
@@ -129,7 +124,7 @@ METHOD = Method(
     explain=EXPLAIN,
     default_learning_rate=DEFAULT_LEARNING_RATE,
     validate=validate,
-    build_peft_config=build_peft_config,
+    build_peft_config=lora.build_peft_config,  # the adapter is plain LoRA; only the base differs
     quantization_config=quantization_config,
     prepare_model=prepare_model,
     requires=("bitsandbytes",),

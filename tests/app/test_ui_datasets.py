@@ -1,7 +1,6 @@
 """Datasets tab through gradio_client: real upload, real import, real files."""
 from __future__ import annotations
 
-import pytest
 from gradio_client import handle_file
 
 from studio.datasets import service as datasets

@@ -1,9 +1,10 @@
 """Helpers for chat tests: adapter rows, and running chat jobs the way the worker does (inline)."""
 from __future__ import annotations
 
+from tests.processes import wait_for
+
 import shutil
 import threading
-import time
 from pathlib import Path
 
 from jobs.worker import run_inline
@@ -54,10 +55,4 @@ class Background:
 
 
 def wait_until(predicate, timeout: float = 60.0, interval: float = 0.01):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s")
+    return wait_for(predicate, timeout, interval)

@@ -12,7 +12,8 @@ from jobs import queue
 from storage.db import Database
 from storage.models import JobStatus
 from storage.settings import Settings
-from tests.jobs.test_queue_worker import start_worker, status, wait_for
+from tests.jobs.test_queue_worker import status
+from tests.processes import start_worker, wait_for
 
 PG_URL = os.environ.get("FTS_TEST_POSTGRES_URL")
 pytestmark = pytest.mark.skipif(not PG_URL, reason="FTS_TEST_POSTGRES_URL not set")

@@ -5,36 +5,14 @@ import collections
 import datetime as dt
 import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import psutil
-import pytest
 
 from jobs import queue
 from jobs.worker import Worker, WorkerConfig, reap, run_inline
+from tests.processes import start_worker, wait_for
 from storage.models import JobStatus, utcnow
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def start_worker(settings, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "FTS_WORKSPACE": str(settings.workspace), "FTS_DB_URL": settings.db_url}
-    return subprocess.Popen([sys.executable, "-m", "jobs.worker", "--poll", "0.05", *extra], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def wait_for(predicate, timeout: float, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s")
-
 
 def status(db, job_id: int) -> str:
     return queue.get(db, job_id).status

@@ -3,12 +3,8 @@ checkpoint; a SIGKILLed worker leaves the run failed with a reason; resume finis
 its last complete checkpoint."""
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -21,26 +17,10 @@ from studio.training.recipe import train
 from studio.training.reporting import NullReporter
 from studio.training.service import cancel_run, get_run, resume_run, run_metrics, start_run
 from studio.training.spec import RunSpec
+from tests.processes import start_worker, wait_for
 from tests.training.helpers import vl_spec
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
-
-
-def start_worker(settings, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "FTS_WORKSPACE": str(settings.workspace), "FTS_DB_URL": settings.db_url}
-    return subprocess.Popen([sys.executable, "-m", "jobs.worker", "--poll", "0.1", *extra], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def wait_for(predicate, timeout: float, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 def complete_step(db, run_id: int) -> int | None:
