@@ -84,9 +84,18 @@ def test_upload_train_chat_export_download(studio_url, page, shared_data, tmp_pa
     screenshot(page, "2-train")
     page.locator("#train-start").click()
 
-    # 3. Runs: the start leads here; wait for the run to succeed with a loss plot.
+    # 3. Runs: the start leads here. Meanwhile a second browser session, in Chinese, sees the same
+    # run and its UI answers while the run trains.
     page.get_by_role("tab", name="Runs", selected=True).wait_for()
-    page.locator("#run-live .run-succeeded").wait_for(timeout=STEP_TIMEOUT_MS)
+    second = page.context.browser.new_context(locale="zh-CN").new_page()
+    second.goto(studio_url)
+    second.get_by_role("tab", name="运行记录").click()
+    second.locator("#runs-table").get_by_text("alpaca_en_demo").wait_for()
+    second.get_by_role("tab", name="数据集").click()
+    second.locator("#datasets-table").get_by_text("alpaca_en_demo").wait_for(timeout=10_000)
+    screenshot(second, "3-second-session-zh")
+    second.context.close()
+    page.locator("#run-live .run-succeeded").wait_for(timeout=STEP_TIMEOUT_MS)  # the run trained meanwhile
     page.locator("#run-loss-plot canvas, #run-loss-plot svg").first.wait_for()
     page.wait_for_timeout(2500)  # one more refresh so the plot has every point
     screenshot(page, "3-runs")
