@@ -58,7 +58,8 @@ def estimate_request(spec: RunSpec, config: dict[str, Any], images_per_sample: i
         seq_len=t.cutoff_len, gradient_checkpointing=t.gradient_checkpointing,
         max_pixels=spec.vision.max_pixels, images_per_sample=images_per_sample,
         tune_vision=spec.vision.vision_tower == "lora", num_gpus=t.num_processes,
-        adalora_init_rank=getattr(m, "init_r", None))
+        adalora_init_rank=getattr(m, "init_r", None), trainer="trl-sft",  # recipe.py trains with TRL's SFTTrainer
+        lora_dropout=float(getattr(m, "dropout", 0.0) or 0.0))
 
 
 def images_per_sample(num_images: int, num_rows: int) -> int:

@@ -225,11 +225,24 @@ def vision_block(v: VisionArch) -> Block:
     return Block(v.hidden, v.hidden, v.hidden, v.heads, v.intermediate, 2, tuple(v.block_linears()), v.gated)
 
 
+def dropout_mask_bytes(req: EstimateRequest, cpu: bool) -> int:
+    """Bytes per element of the mask a peft ``lora_dropout`` (an ``nn.Dropout`` on the adapter's
+    input, in the adapter dtype) keeps for backward. On CUDA ``native_dropout`` keeps a bool mask
+    (1 byte); on CPU ``at::dropout`` is not fused and computes ``input * noise``, keeping the noise
+    tensor in the input's dtype. Measured (SmolLM2-135M, LoRA r=8, dropout 0.05, bf16, CPU): every
+    adapted linear saves an fp32 tensor of fan_in per token from its Dropout module besides
+    lora_A's fp32 input -- 65-68 KiB/token per projection over 30 layers, 2304 B = 4 x 576 each."""
+    if not req.is_peft or req.lora_dropout <= 0:
+        return 0
+    return adapter_bytes(req) if cpu else 1
+
+
 def _saved_by_linears(block: Block, adapted: set[str], weights_train: bool, c: int, a: int, r: int,
-                      dora: bool) -> float:
+                      dora: bool, mask: int = 0) -> float:
     """Inputs the linears keep: a linear saves its input only if its weight trains. A peft LoRA
     layer casts its input to the adapter dtype first (``_cast_input_dtype``), so with fp32
-    adapters on a 16-bit model each adapted layer keeps its own fp32 copy of the input."""
+    adapters on a 16-bit model each adapted layer keeps its own fp32 copy of the input; with
+    ``lora_dropout`` > 0 also the dropout's mask (``mask`` bytes per input element)."""
     roles_saved = set()
     total = 0.0
     for l in block.linears:
@@ -237,6 +250,7 @@ def _saved_by_linears(block: Block, adapted: set[str], weights_train: bool, c: i
             roles_saved.add(_ROLE[l.name])
         if l.name in adapted:
             total += (a * l.fan_in if a != c else 0) + a * r  # fp32 input copy, lora_A output
+            total += mask * l.fan_in  # dropout mask (0 without dropout)
             if dora:  # base result and LoRA result are kept for the magnitude rescaling
                 total += (c + a) * l.fan_out
     width = {"in": block.hidden, "o": block.q_dim, "mlp_in": block.hidden, "down": block.inter}
@@ -244,7 +258,7 @@ def _saved_by_linears(block: Block, adapted: set[str], weights_train: bool, c: i
 
 
 def block_saved_per_token(block: Block, req: EstimateRequest, adapted: set[str], weights_train: bool,
-                          attn_span: float) -> float:
+                          attn_span: float, cpu: bool = False) -> float:
     """Bytes one block keeps for backward per token, counted tensor by tensor [KORTH method]:
 
     - each RMSNorm keeps its fp32 input (HF upcasts to fp32): 4h; if its weight trains, also the
@@ -264,7 +278,8 @@ def block_saved_per_token(block: Block, req: EstimateRequest, adapted: set[str],
     else:
         attn += 4 * block.heads
     mlp = (3 if block.gated else 2) * c * block.inter
-    lin = _saved_by_linears(block, adapted, weights_train, c, a, adapter_rank(req), req.method == "dora")
+    lin = _saved_by_linears(block, adapted, weights_train, c, a, adapter_rank(req), req.method == "dora",
+                            dropout_mask_bytes(req, cpu))
     return norms + attn + mlp + lin
 
 
@@ -274,10 +289,10 @@ def _adapted_names(block: Block, req: EstimateRequest, applies: bool) -> set[str
     return {l.name for l in _targeted(list(block.linears), req.targets)}
 
 
-def text_layer_bytes_per_token(arch: ModelArch, req: EstimateRequest, seq: int) -> float:
+def text_layer_bytes_per_token(arch: ModelArch, req: EstimateRequest, seq: int, cpu: bool = False) -> float:
     block = text_block(arch, req.attention)
     adapted = _adapted_names(block, req, True)
-    return block_saved_per_token(block, req, adapted, not req.is_peft, seq)
+    return block_saved_per_token(block, req, adapted, not req.is_peft, seq, cpu)
 
 
 def residual_bytes(req: EstimateRequest) -> int:
@@ -285,7 +300,7 @@ def residual_bytes(req: EstimateRequest) -> int:
     return 4 if upcast_rest(req) else compute_bytes(req)
 
 
-def text_activation_bytes(arch: ModelArch, req: EstimateRequest, seq: int) -> tuple[float, float]:
+def text_activation_bytes(arch: ModelArch, req: EstimateRequest, seq: int, cpu: bool = False) -> tuple[float, float]:
     """(all layers' saved activations, one layer's) for ``batch_size`` sequences of ``seq`` tokens.
 
     Without checkpointing every layer keeps its tensors until backward reaches it. HF gradient
@@ -295,7 +310,7 @@ def text_activation_bytes(arch: ModelArch, req: EstimateRequest, seq: int) -> tu
     full fine-tuning the LM head's input, are saved outside the layers.
     """
     tokens = req.batch_size * seq
-    per_layer = text_layer_bytes_per_token(arch, req, seq) * tokens
+    per_layer = text_layer_bytes_per_token(arch, req, seq, cpu) * tokens
     tail = tokens * (4 * arch.hidden + (2 * compute_bytes(req) * arch.hidden if not req.is_peft else 0))
     if req.gradient_checkpointing:
         kept = tokens * arch.layers * residual_bytes(req) * arch.hidden
@@ -303,7 +318,33 @@ def text_activation_bytes(arch: ModelArch, req: EstimateRequest, seq: int) -> tu
     return arch.layers * per_layer + tail, per_layer
 
 
-def logits_bytes(arch: ModelArch, req: EstimateRequest, seq: int) -> float:
+# TRL 1.x ``trl/kernels/chunked_logprob.py``: the fused LM head projects tiles of at most
+# TOKEN_CHUNK_SIZE tokens x ``_CHUNKED_LOGPROB_CHUNK_SIZE`` vocabulary columns (trl/trainer/utils.py).
+TRL_TOKEN_TILE = 4096
+TRL_VOCAB_TILE = 32768
+# Bytes per tile element at the peak of the fused head's torch fallback (devices without Triton,
+# i.e. CPU), in ``_backward_tile`` at ``grad += grad_logprobs * (is_target.float() - p)``: the
+# compute-dtype tile buffer (c) plus the fp32 ``y``, ``z``, ``log_p``, ``p``, ``grad`` (5 x 4),
+# the bool ``is_target`` (1) and three fp32 temporaries of that expression (3 x 4): c + 33.
+# With Triton (CUDA) the fold is in-kernel: only the tile buffer (c) exists.
+TRL_CPU_TILE_EXTRA = 33
+
+
+def fused_head_bytes(arch: ModelArch, req: EstimateRequest, seq: int, cpu: bool) -> float:
+    """TRL SFTTrainer's fused LM head (``add_fused_lm_head``, outputs log_probs/entropy/is_top1):
+    the (tokens x vocab) logits never exist. Per-token outputs are a few fp32 scalars; the peak is
+    one projection tile, [min(tokens, 4096), min(vocab, 32768)], reused for every tile in forward
+    and recomputed in backward. On CPU the tile is folded with torch ops whose fp32 temporaries
+    dominate (see ``TRL_CPU_TILE_EXTRA``); on a Triton device only the tile buffer is allocated.
+    Measured on CPU (SmolLM2-135M, bf16, 2x256 tokens): peak RSS of a step minus saved activations
+    and weights leaves ~1.1 MiB/token, = (2 + 33) x 32768 bytes."""
+    tokens = min(req.batch_size * seq, TRL_TOKEN_TILE)
+    c = compute_bytes(req)
+    per_elem = c + (TRL_CPU_TILE_EXTRA if cpu else 0)
+    return tokens * min(arch.vocab, TRL_VOCAB_TILE) * per_elem
+
+
+def logits_bytes(arch: ModelArch, req: EstimateRequest, seq: int, cpu: bool = False) -> float:
     """Logits over the vocabulary at their peak, which is the start of backward.
 
     HF's causal-LM loss does ``logits.float()`` then cross-entropy: the model's logits (kept in the
@@ -312,7 +353,10 @@ def logits_bytes(arch: ModelArch, req: EstimateRequest, seq: int) -> float:
     (fp32 model or an fp32 LM head after prepare_model_for_kbit_training) ``.float()`` is a no-op
     and it is V * 16. Gemma-2's final softcapping (tanh) keeps one more copy and its gradient.
     This is often the largest single term for small models with large vocabularies.
+    With ``trainer="trl-sft"`` the studio's trainer uses TRL's fused head instead: ``fused_head_bytes``.
     """
+    if req.trainer == "trl-sft":
+        return fused_head_bytes(arch, req, seq, cpu)
     tokens = req.batch_size * seq
     c = 4 if (compute_bytes(req) == 4 or upcast_rest(req)) else compute_bytes(req)
     per_token = arch.vocab * (c + 12)

@@ -10,6 +10,7 @@ DType = Literal["fp32", "bf16", "fp16"]
 Optimizer = Literal["adamw", "adamw_8bit", "paged_adamw_8bit"]
 Attention = Literal["sdpa", "eager", "flash"]
 Strategy = Literal["ddp", "fsdp"]
+Trainer = Literal["hf", "trl-sft"]
 
 METHODS = ("lora", "qlora", "adalora", "dora", "full")
 TARGETS = ("attention", "all-linear")
@@ -54,6 +55,10 @@ class EstimateRequest:
     master_weights: bool = False  # full FT: fp32 master copy + fp32 Adam states (mixed precision)
     kbit_fp32_upcast: bool = True  # qlora: peft's prepare_model_for_kbit_training casts the rest to fp32
     adalora_init_rank: int | None = None  # AdaLoRA trains from init_r (default 1.5 x rank) down to rank
+    # The loss path: "hf" = the model's own logits + cross-entropy (the published runs); "trl-sft" =
+    # TRL 1.x SFTTrainer's fused, chunked LM head (``add_fused_lm_head``), what the studio trains with.
+    trainer: Trainer = "hf"
+    lora_dropout: float = 0.0  # peft adapters: dropout > 0 keeps a dropout mask per adapted linear
 
     def with_(self, **changes: Any) -> "EstimateRequest":
         return replace(self, **changes)
@@ -78,7 +83,8 @@ class EstimateRequest:
         for name, value, allowed in (("method", self.method, METHODS),
                                      ("dtype", self.dtype, DTYPES), ("adapter_dtype", self.adapter_dtype, DTYPES),
                                      ("optimizer", self.optimizer, OPTIMIZERS), ("attention", self.attention, ATTENTIONS),
-                                     ("strategy", self.strategy, ("ddp", "fsdp"))):
+                                     ("strategy", self.strategy, ("ddp", "fsdp")),
+                                     ("trainer", self.trainer, ("hf", "trl-sft"))):
             if value not in allowed:
                 out.append(f"{name} must be one of {', '.join(allowed)} (got {value!r})")
         for name in ("lora_rank", "batch_size", "grad_accum", "seq_len", "num_gpus"):
