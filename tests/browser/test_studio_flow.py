@@ -90,9 +90,9 @@ def test_upload_train_chat_export_download(studio_url, page, shared_data, tmp_pa
     second = page.context.browser.new_context(locale="zh-CN").new_page()
     second.goto(studio_url)
     second.get_by_role("tab", name="运行记录").click()
-    second.locator("#runs-table").get_by_text("alpaca_en_demo").wait_for()
+    second.locator("#run-live").get_by_text("lora on smollm2-135m-instruct").wait_for()
     second.get_by_role("tab", name="数据集").click()
-    second.locator("#datasets-table").get_by_text("alpaca_en_demo").wait_for(timeout=10_000)
+    second.locator("#datasets-table span", has_text="alpaca_en_demo").first.wait_for(timeout=10_000)
     screenshot(second, "3-second-session-zh")
     second.context.close()
     page.locator("#run-live .run-succeeded").wait_for(timeout=STEP_TIMEOUT_MS)  # the run trained meanwhile
