@@ -53,7 +53,7 @@ class StudioSFTTrainer(SFTTrainer):
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         state_file = Path(resume_from_checkpoint) / ADALORA_STATE
         if self.is_adalora and state_file.exists():
-            restore_adalora_state(self.model, torch.load(state_file, map_location="cpu", weights_only=False))
+            restore_adalora_state(self.model, torch.load(state_file, map_location="cpu", weights_only=True))
             return
         super()._load_from_checkpoint(resume_from_checkpoint, model)
 
