@@ -21,7 +21,7 @@ def build_app(db: Database) -> gr.Blocks:
         gr.Markdown(t("app.header"), elem_id="studio-header")
         with gr.Tabs() as tabs:
             with gr.Tab(t("tab.datasets"), id="datasets"):
-                datasets.render(db)
+                datasets_parts = datasets.render(db)
             with gr.Tab(t("tab.train"), id="train") as train_tab:
                 train_parts = train.render(db, tabs)
             with gr.Tab(t("tab.runs"), id="runs"):
@@ -30,6 +30,8 @@ def build_app(db: Database) -> gr.Blocks:
                 chat_parts = chat.render(db)
             with gr.Tab(t("tab.export"), id="export") as export_tab:
                 export_parts = export.render(db)
+        demo.load(lambda: gr.update(choices=(c := datasets.dataset_choices(db)), value=c[0][1] if c else None),
+                  outputs=datasets_parts["selected"], api_visibility="private")  # preview the newest dataset
         _connect(db, demo, tabs, train_tab, chat_tab, export_tab, train_parts, runs_parts, chat_parts, export_parts)
     return demo
 
