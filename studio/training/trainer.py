@@ -17,7 +17,7 @@ from trl import SFTTrainer
 
 from studio.training.callbacks import adalora_orth_regulariser
 
-ADALORA_STATE = "adalora_state.pt"
+ADALORA_STATE = "adalora_state.safetensors"  # tensors; the rank pattern goes in its metadata
 
 
 class StudioSFTTrainer(SFTTrainer):
@@ -48,12 +48,12 @@ class StudioSFTTrainer(SFTTrainer):
         super()._save_checkpoint(model, trial)
         if self.is_adalora and self.args.should_save:
             folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
-            torch.save(adalora_state(self.model), folder / ADALORA_STATE)
+            save_adalora_state(self.model, folder / ADALORA_STATE)
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         state_file = Path(resume_from_checkpoint) / ADALORA_STATE
         if self.is_adalora and state_file.exists():
-            restore_adalora_state(self.model, torch.load(state_file, map_location="cpu", weights_only=True))
+            restore_adalora_state(self.model, load_adalora_state(state_file))
             return
         super()._load_from_checkpoint(resume_from_checkpoint, model)
 
@@ -67,6 +67,35 @@ def adalora_state(peft_model) -> dict:
         "allocator": {k: {n: t.detach().cpu().clone() for n, t in getattr(allocator, k).items()}
                       for k in ("ipt", "exp_avg_ipt", "exp_avg_unc")},
     }
+
+
+def save_adalora_state(peft_model, path: Path) -> None:
+    """Safetensors (no pickle): ``params/<name>`` and ``<allocator field>/<name>`` tensors, and the
+    rank pattern as JSON metadata."""
+    import json
+
+    from safetensors.torch import save_file
+
+    state = adalora_state(peft_model)
+    tensors = {f"params/{n}": t for n, t in state["params"].items()}
+    for field, values in state["allocator"].items():
+        tensors.update({f"{field}/{n}": t.contiguous() for n, t in values.items()})
+    save_file(tensors, str(path), metadata={"rank_pattern": json.dumps(state["rank_pattern"])})
+
+
+def load_adalora_state(path: Path) -> dict:
+    import json
+
+    from safetensors import safe_open
+
+    state: dict = {"params": {}, "allocator": {}}
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        state["rank_pattern"] = json.loads(f.metadata()["rank_pattern"])
+        for key in f.keys():
+            group, _, name = key.partition("/")
+            target = state["params"] if group == "params" else state["allocator"].setdefault(group, {})
+            target[name] = f.get_tensor(key)
+    return state
 
 
 def restore_adalora_state(peft_model, state: dict) -> None:

@@ -3,10 +3,8 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -14,13 +12,10 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.browser.browser import free_port
+from tests.processes import wait_for
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http_status(url: str) -> int | None:
@@ -31,16 +26,6 @@ def http_status(url: str) -> int | None:
         return e.code
     except OSError:
         return None
-
-
-def wait_for(predicate, timeout: float):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 def worker_pids(launcher: subprocess.Popen) -> list[int]:

@@ -7,7 +7,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from studio.export import service
 from studio.export.errors import AdapterMissingError, ExportBusyError, ExportNotFoundError, ExportNotReadyError
 from studio.export.options import ExportOptionsError
 from tests.export.helpers import add_adapter, run_export, subprocess_env
+from tests.processes import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -102,16 +102,6 @@ def _worker(db) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def _wait(predicate, timeout: float):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"condition not met within {timeout}s")
-
-
 def _staging(db, export_id: int) -> str | None:
     return service.get_export(db, export_id).progress.get("staging")
 
@@ -123,20 +113,20 @@ def test_killed_and_cancelled_exports_in_a_real_worker_leave_nothing(module_db, 
     worker = _worker(module_db)
     try:
         killed = service.start_export(module_db, adapter_id, kind="merged")
-        staging = _wait(lambda: _staging(module_db, killed), 120)
+        staging = wait_for(lambda: _staging(module_db, killed), 120)
         assert Path(staging).is_dir()
         os.kill(queue.get(module_db, service.get_export(module_db, killed).job_id).pid, signal.SIGKILL)
-        _wait(lambda: service.get_export(module_db, killed).status == JobStatus.FAILED, 60)
+        wait_for(lambda: service.get_export(module_db, killed).status == JobStatus.FAILED, 60)
         assert "SIGKILL" in service.get_export(module_db, killed).error
         assert not Path(staging).exists()
         assert_nothing_left(module_db, killed)
 
         cancelled = service.start_export(module_db, adapter_id, kind="merged")
-        staging = _wait(lambda: _staging(module_db, cancelled), 120)
+        staging = wait_for(lambda: _staging(module_db, cancelled), 120)
         with pytest.raises(ExportBusyError):
             service.delete_export(module_db, cancelled)
         service.cancel_export(module_db, cancelled)
-        _wait(lambda: service.get_export(module_db, cancelled).status == JobStatus.CANCELLED, 120)
+        wait_for(lambda: service.get_export(module_db, cancelled).status == JobStatus.CANCELLED, 120)
         assert not Path(staging).exists()
         assert_nothing_left(module_db, cancelled)
     finally:

@@ -17,6 +17,7 @@ from studio.training.recipe import train
 from studio.training.reporting import NullReporter
 from studio.training.service import cancel_run, get_run, resume_run, run_metrics, start_run
 from studio.training.spec import RunSpec
+from studio.training.trainer import ADALORA_STATE
 from tests.processes import start_worker, wait_for
 from tests.training.helpers import vl_spec
 
@@ -111,7 +112,7 @@ def test_every_method_resumes_from_its_checkpoint(db, mllm_id, tiny_vl, tmp_path
     stopped = first.global_step
     assert checkpoints.step_of(checkpoints.latest_complete(tmp_path / "checkpoints")) == stopped
     if method == "adalora":  # full-rank tensors, rank pattern and importance statistics travel along
-        assert (tmp_path / "checkpoints" / f"checkpoint-{stopped}" / "adalora_state.pt").exists()
+        assert (tmp_path / "checkpoints" / f"checkpoint-{stopped}" / ADALORA_STATE).exists()
     second = train(spec, tmp_path, NullReporter(), db=db)
     assert second.status == "completed" and second.resumed_from_step == stopped and second.global_step == 12
     assert (tmp_path / "adapter" / "adapter_model.safetensors").exists()
