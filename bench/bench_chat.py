@@ -25,6 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe  # noqa: E402  (bench/machine.py)
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -122,6 +125,7 @@ def main() -> int:
     from studio.inference.settings import ChatSettings
     from studio.models import SMOLLM2, prepare
 
+    print(describe())
     settings = ChatSettings(temperature=0.0, max_new_tokens=args.max_new_tokens, repetition_penalty=1.0)
     print(f"torch {torch.__version__}, {args.threads or torch.get_num_threads()} thread(s), dtype {args.dtype}, "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")

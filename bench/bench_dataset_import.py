@@ -15,6 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe  # noqa: E402  (bench/machine.py)
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -60,6 +63,7 @@ def main() -> None:
     from storage.db import Database
     from studio.datasets import ImportOptions, import_dataset, read_canonical
 
+    print(describe())
     rnd = random.Random(0)
     with tempfile.TemporaryDirectory() as tmp:
         db = Database.open(Path(tmp) / "workspace")

@@ -20,6 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe  # noqa: E402  (bench/machine.py)
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -72,6 +75,7 @@ def main() -> None:
 
     from studio.training.device import resolve_precision
 
+    print(describe())
     print(f"model {args.model}  method {args.method} r={args.rank} all-linear  seq {args.seq}  batch {args.batch}  "
           f"steps {result.global_step}  precision {resolve_precision(args.precision)}  "
           f"threads {os.environ.get('FTS_TORCH_THREADS') or torch.get_num_threads()}")

@@ -9,7 +9,8 @@ Needs a SEPARATE venv with LLaMA-Factory (it pins its own transformers/peft/trl)
 
 Spec (both sides): SmolLM2-135M-Instruct (the prepared built-in folder), LoRA r=8 alpha=32 dropout=0.05 on
 all linear layers, cutoff 256, batch 4, grad accum 1, 20 steps (= the first 80 rows of
-../shared/data/alpaca_en_demo.json, one pass), bf16 on CPU, the system prompt of SmolLM2's own chat
+../shared/data/alpaca_en_demo.json, one pass), the CPU's native precision on both sides (bf16 with
+AVX512-BF16/AMX, else fp32; the studio's ``auto``), the system prompt of SmolLM2's own chat
 template, eval/saving off. Runs are sequential, never concurrent.
 
 tokens/s, both sides: non-padding input tokens seen (Trainer ``num_input_tokens_seen`` with
@@ -29,6 +30,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe, native_cpu_precision  # noqa: E402  (bench/machine.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 ALPACA = ROOT.parent / "shared" / "data" / "alpaca_en_demo.json"
@@ -68,7 +72,7 @@ learning_rate: 2.0e-4
 max_steps: {steps}
 lr_scheduler_type: cosine
 warmup_ratio: 0.03
-bf16: true
+bf16: {bf16}
 use_cpu: true
 seed: 42
 include_num_input_tokens_seen: non_padding
@@ -86,7 +90,7 @@ def thread_env(threads: int) -> dict[str, str]:
 def run_ours(args, threads: int) -> dict:
     cmd = [str(ROOT / ".venv/bin/python"), str(ROOT / "bench/bench_training.py"), "--threads", str(threads),
            "--rank", str(args.rank), "--seq", str(args.seq), "--batch", str(args.batch), "--steps", str(args.steps),
-           "--precision", "bf16"]
+           "--precision", "auto"]
     t0 = time.monotonic()
     out = subprocess.run(cmd, env=thread_env(threads), capture_output=True, text=True, cwd=ROOT)
     wall = time.monotonic() - t0
@@ -104,7 +108,8 @@ def run_lf(args, threads: int) -> dict:
     out_dir = tmp / "out"
     cfg = tmp / "config.yaml"
     cfg.write_text(LF_YAML.format(model=MODEL_DIR, rank=args.rank, dataset_dir=tmp, system=SMOL_SYSTEM, seq=args.seq,
-                                  rows=args.steps * args.batch, out=out_dir, batch=args.batch, steps=args.steps))
+                                  rows=args.steps * args.batch, out=out_dir, batch=args.batch, steps=args.steps,
+                                  bf16=str(native_cpu_precision() == "bf16").lower()))
     cli = Path(args.lf_python).parent / "llamafactory-cli"
     # torch threads: OMP_NUM_THREADS sets torch's intra-op pool at import; LF has no thread option of its own
     t0 = time.monotonic()
@@ -132,7 +137,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--repeats", type=int, default=1, help="alternating runs per side; the best is kept")
     args = p.parse_args()
-    print(f"load before: {os.getloadavg()}")
+    print(describe())
+    print(f"precision: {native_cpu_precision()} on both sides; load before: {os.getloadavg()}")
     rows = []
     for threads in args.threads:
         ours, lf = [], []

@@ -7,6 +7,7 @@ models (small layers gain nothing and the bitsandbytes CPU kernels crash on in_f
 """
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
@@ -66,6 +67,55 @@ def validate(spec: "RunSpec", total_steps: int | None = None) -> list[Problem]:
         problems.append(Problem("method.compute_dtype", "fp16 compute with bf16 training mixes two half types",
                                 "set compute_dtype to auto"))
     return problems
+
+
+def kernel_problems(precision: str) -> list[Problem]:
+    """Run bitsandbytes' 4-bit path once on this machine, as training will use it: quantise a
+    weight, multiply through ``matmul_4bit`` forward and backward, and compare with the same product
+    on the de-quantised weight in plain PyTorch. bitsandbytes picks different CPU kernels per CPU
+    (AVX512 vs AVX2 vs scalar), so this is the one check that covers the kernels the run will get.
+    A few milliseconds; refused with the reason instead of a run that cannot learn."""
+    try:
+        return list(_kernel_problems_cached(precision))
+    except ImportError:
+        return []  # validate() reports the missing package
+
+
+@functools.cache
+def _kernel_problems_cached(precision: str) -> tuple[Problem, ...]:
+    import bitsandbytes as bnb
+    import bitsandbytes.functional as F
+    import torch
+
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    gen = torch.Generator().manual_seed(0)
+    weight = (torch.randn(192, 128, generator=gen) * 0.05).to(device)
+    x = torch.randn(6, 128, generator=gen).to(device, dtype).requires_grad_(True)
+    packed, state = F.quantize_4bit(weight, quant_type="nf4")
+    dequantised = F.dequantize_4bit(packed, state).float()
+    # NF4's widest gap between levels (-1 to -0.696) is 0.30 of a block's absmax: rounding moves a weight by at most half
+    block_max = weight.abs().reshape(-1, state.blocksize).amax(dim=1, keepdim=True)
+    round_trip = ((dequantised - weight).reshape(-1, state.blocksize).abs() / block_max).max().item()
+    y = bnb.matmul_4bit(x, packed.t(), state)
+    y.float().square().sum().backward()
+    x_ref = x.detach().float().requires_grad_(True)
+    y_ref = x_ref @ dequantised.t()
+    y_ref.square().sum().backward()
+    tolerance = 0.05 if dtype != torch.float32 else 1e-3
+    forward = ((y.float() - y_ref).abs().max() / y_ref.abs().max()).item()
+    backward = ((x.grad.float() - x_ref.grad).abs().max() / x_ref.grad.abs().max()).item()
+    where = f"{device} ({torch.backends.cpu.get_cpu_capability()})" if device == "cpu" else device
+    problems = []
+    if not round_trip <= 0.16:
+        problems.append(Problem("method.name", f"bitsandbytes {bnb.__version__} de-quantises 4-bit weights wrongly "
+                                f"on this {where} (error {round_trip:.2f} of the block maximum)",
+                                "use LoRA, or another bitsandbytes version"))
+    if not (forward <= tolerance and backward <= tolerance):
+        problems.append(Problem("method.name", f"bitsandbytes {bnb.__version__} 4-bit matmul disagrees with PyTorch "
+                                f"on this {where} (forward {forward:.1e}, backward {backward:.1e}); QLoRA would not "
+                                "learn here", "use LoRA, or another bitsandbytes version"))
+    return tuple(problems)
 
 
 def _compute_dtype(s: QLoraSettings, spec: "RunSpec"):

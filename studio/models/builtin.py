@@ -72,7 +72,7 @@ BUILTINS: dict[str, Builtin] = {
         ),
         Builtin(
             ref=TINY_QWEN_VL_SMALLVOCAB,
-            version=1,
+            version=2,
             kind=VISION_LANGUAGE,
             num_parameters=288_992,
             display_name="Tiny Qwen2.5-VL, 2k vocabulary (test model)",

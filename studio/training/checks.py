@@ -184,6 +184,11 @@ def device_problems(spec: RunSpec) -> list[Problem]:
         if n > torch.cuda.device_count():
             problems.append(Problem("train.num_processes", f"{n} processes need {n} GPUs; this machine has "
                                     f"{torch.cuda.device_count()}", f"use at most {torch.cuda.device_count()}"))
+    if spec.method.name == "qlora":
+        from studio.methods.qlora import kernel_problems
+        from studio.training.device import resolve_precision
+
+        problems += kernel_problems(resolve_precision(spec.train.precision))
     if n > 1 and spec.method.name == "qlora" and not has_cuda():
         problems.append(Problem("train.num_processes", "QLoRA with several processes needs GPUs",
                                 "use one process, or LoRA"))

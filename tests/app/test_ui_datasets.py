@@ -1,9 +1,12 @@
 """Datasets tab through gradio_client: real upload, real import, real files."""
 from __future__ import annotations
 
+import json
+
 from gradio_client import handle_file
 
 from studio.datasets import service as datasets
+from studio.datasets.importer import validation_size
 
 
 
@@ -15,13 +18,14 @@ def import_args(path, **overrides):
     return list(args.values())
 
 
-def test_upload_alpaca_imports_and_previews(db, client, shared_data):
-    message, problems, table, selected = client.predict(*import_args(shared_data / "identity.json"),
+def test_upload_alpaca_imports_and_previews(db, client, sample_data):
+    message, problems, table, selected = client.predict(*import_args(sample_data / "identity.json"),
                                                         api_name="/import_dataset")
     assert message.startswith("**Imported #1 identity")
     (row,) = datasets.list_datasets(db)
-    assert row.num_train + row.num_validation == row.num_rows == 91 and row.num_validation == 9
-    assert table["data"][0][:4] == [1, "identity", "alpaca", 91]
+    n = len(json.loads((sample_data / "identity.json").read_text(encoding="utf-8")))  # 91 in the real file
+    assert row.num_train + row.num_validation == row.num_rows == n and row.num_validation == validation_size(n, 0.1)
+    assert table["data"][0][:4] == [1, "identity", "alpaca", n]
     chat = client.predict(1, 0, api_name="/preview_row")
     assert [m["role"] for m in chat][-1] == "assistant" and any("{{name}}" in str(m["content"]) for m in chat)
     # the upload was copied into the workspace, the original kept in the dataset folder
@@ -39,19 +43,19 @@ def test_broken_upload_reports_rows_and_writes_nothing(db, client, tmp_path):
     assert not any(db.workspace.datasets_dir.iterdir())
 
 
-def test_bad_column_mapping_is_refused_before_import(db, client, shared_data):
-    message, *_ = client.predict(*import_args(shared_data / "identity.json", column_map="nonsense"),
+def test_bad_column_mapping_is_refused_before_import(db, client, sample_data):
+    message, *_ = client.predict(*import_args(sample_data / "identity.json", column_map="nonsense"),
                                  api_name="/import_dataset")
     assert "must look like source=field" in message
     assert datasets.list_datasets(db) == []
 
 
-def test_statistics_come_from_a_worker_job_with_the_models_tokenizer(db, client, shared_data, smollm2_path):
+def test_statistics_come_from_a_worker_job_with_the_models_tokenizer(db, client, sample_data, smollm2_path):
     import threading
 
     from jobs.worker import Worker, WorkerConfig
 
-    client.predict(*import_args(shared_data / "identity.json", val_fraction=0), api_name="/import_dataset")
+    client.predict(*import_args(sample_data / "identity.json", val_fraction=0), api_name="/import_dataset")
     worker = Worker(db, WorkerConfig(poll_s=0.1))
     thread = threading.Thread(target=worker.run_forever, daemon=True)
     thread.start()

@@ -8,10 +8,11 @@ import zipfile
 
 import pytest
 
+from tests.conftest import require
 from tests.browser.browser import (CHROMIUM_ARGS, chromium_path, free_port, screenshot, start_studio,
                                    stop_studio)
 
-pytestmark = [pytest.mark.browser, pytest.mark.skipif(chromium_path() is None, reason="chromium is not installed")]
+pytestmark = [pytest.mark.browser]
 STEP_TIMEOUT_MS = 240_000
 
 
@@ -30,6 +31,7 @@ def studio_url(tmp_path, smollm2_path):
 @pytest.fixture
 def page(request):
     """A Chromium page; on failure its last state is saved as test-artifacts/screenshots/failed-*.png."""
+    require(chromium_path() is not None, "Chromium is not installed (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -61,11 +63,11 @@ def set_number(page, spec_field: str, value) -> None:
     box.press("Tab")
 
 
-def test_upload_train_chat_export_download(studio_url, page, shared_data, tmp_path):
+def test_upload_train_chat_export_download(studio_url, page, sample_data, tmp_path):
     page.goto(studio_url)
 
     # 1. Datasets: upload the Alpaca file and import it.
-    page.locator("#dataset-upload input[type=file]").set_input_files(str(shared_data / "alpaca_en_demo.json"))
+    page.locator("#dataset-upload input[type=file]").set_input_files(str(sample_data / "alpaca_en_demo.json"))
     page.wait_for_timeout(1000)
     page.locator("#dataset-import").click()
     page.get_by_text(re.compile(r"Imported #1 alpaca_en_demo")).wait_for()

@@ -38,14 +38,14 @@ def _release_the_chat_model_afterwards():
 
 
 @pytest.fixture(scope="session")
-def identity_adapter_dir(smollm2_path, shared_data, tmp_path_factory) -> Path:
+def identity_adapter_dir(smollm2_path, sample_data, tmp_path_factory) -> Path:
     """A LoRA adapter on SmolLM2 trained with studio.training on the English rows of identity.json
     (``{{name}}`` -> Nova, ``{{author}}`` -> Finetune Studio): 12 steps, ~40 s on 2 busy cores."""
     from studio.training import service as training
 
     root = tmp_path_factory.mktemp("identity-run")
     data = root / "identity.jsonl"
-    data.write_text(_identity_jsonl(shared_data / "identity.json"), encoding="utf-8")
+    data.write_text(_identity_jsonl(sample_data / "identity.json"), encoding="utf-8")
     db = Database(Settings.resolve(root / "workspace"))
     spec = {"model": SMOLLM2, "data": {"path": str(data)},
             "method": {"name": "lora", "preset": "light", "targets": {"mode": "all-linear"}},

@@ -45,10 +45,10 @@ def test_bad_adapters_fail_in_their_own_pane_and_the_base_pane_answers(db, ident
     assert not [path for path in loaded if path.startswith(str(db.workspace.root))]
 
 
-def test_an_image_on_a_text_model_and_an_over_long_prompt_are_explained(db, shared_data, identity_id):
+def test_an_image_on_a_text_model_and_an_over_long_prompt_are_explained(db, sample_data, identity_id):
     chat_id = service.create_chat(db, SMOLLM2, [identity_id], SHORT)
 
-    image = answer(db, service.send_message(db, chat_id, "What is this?", [shared_data / "mllm_demo_data" / "1.jpg"]))
+    image = answer(db, service.send_message(db, chat_id, "What is this?", [sample_data / "mllm_demo_data" / "1.jpg"]))
     too_long = answer(db, service.send_message(db, chat_id, "word " * 9000))
     fine = answer(db, service.send_message(db, chat_id, "Who are you?"))
 

@@ -34,12 +34,12 @@ def vl_adapter(tmp_path, model_path):
     return tmp_path / "vl-adapter"
 
 
-def test_image_chat_on_qwen25_vl_uses_the_image_tokens_and_adapter_bounds(db, shared_data, tiny_vl_small_path,
+def test_image_chat_on_qwen25_vl_uses_the_image_tokens_and_adapter_bounds(db, sample_data, tiny_vl_small_path,
                                                                          tmp_path):
     adapter_id = add_adapter(db, vl_adapter(tmp_path, tiny_vl_small_path), TINY_QWEN_VL_SMALLVOCAB, "vl-lora",
                              vision=TRAINED_PIXELS)
     chat_id = service.create_chat(db, TINY_QWEN_VL_SMALLVOCAB, [adapter_id], SETTINGS)
-    images = [shared_data / "mllm_demo_data" / "1.jpg", shared_data / "mllm_demo_data" / "2.jpg"]
+    images = [sample_data / "mllm_demo_data" / "1.jpg", sample_data / "mllm_demo_data" / "2.jpg"]
 
     first = answer(db, service.send_message(db, chat_id, "What do you see?", images))
     second = answer(db, service.send_message(db, chat_id, "And now, without a new picture?"))

@@ -12,15 +12,16 @@ from jobs import queue
 from storage.db import Database
 from storage.models import JobStatus
 from storage.settings import Settings
+from tests.conftest import require
 from tests.jobs.test_queue_worker import status
 from tests.processes import start_worker, wait_for
 
 PG_URL = os.environ.get("FTS_TEST_POSTGRES_URL")
-pytestmark = pytest.mark.skipif(not PG_URL, reason="FTS_TEST_POSTGRES_URL not set")
 
 
 @pytest.fixture
 def pg(tmp_path, monkeypatch):
+    require(bool(PG_URL), "FTS_TEST_POSTGRES_URL is not set (no PostgreSQL server to test against)")
     settings = Settings.resolve(tmp_path / "ws", PG_URL)
     with Database(settings, migrate=False).engine.begin() as c:
         c.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))

@@ -30,21 +30,21 @@ def _upload(db, source: Path) -> Path:
 
 
 @pytest.fixture
-def alpaca_id(db, shared_data) -> int:
+def alpaca_id(db, sample_data) -> int:
     """48 Alpaca rows, 8 of them held out as the validation split."""
     from studio.datasets import ImportOptions, import_dataset
 
-    src = _upload(db, shared_data / "alpaca_en_demo.json")
+    src = _upload(db, sample_data / "alpaca_en_demo.json")
     return import_dataset(db, src, ImportOptions(limit=48, val_fraction=8 / 48, seed=1)).dataset.id
 
 
 @pytest.fixture
-def mllm_id(db, shared_data) -> int:
+def mllm_id(db, sample_data) -> int:
     """The 6 ShareGPT-style multimodal demo rows with their 3 images."""
     from studio.datasets import ImportOptions, import_dataset
 
-    _upload(db, shared_data / "mllm_demo_data")
-    src = _upload(db, shared_data / "mllm_demo.json")
+    _upload(db, sample_data / "mllm_demo_data")
+    src = _upload(db, sample_data / "mllm_demo.json")
     return import_dataset(db, src, ImportOptions()).dataset.id
 
 

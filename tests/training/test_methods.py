@@ -120,3 +120,14 @@ def test_adalora_schedule_needs_enough_steps():
     assert a.validate(spec_for("adalora", init_r=4, target_r=8), 100)[0].field == "method.target_r"
     cfg = a.build_peft_config(spec_for("adalora", init_r=12, target_r=4, deltaT=2), TEXT, 50)
     assert (cfg.init_r, cfg.target_r, cfg.deltaT, cfg.total_step, cfg.tinit, cfg.tfinal) == (12, 4, 2, 50, 5, 10)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_qlora_kernel_check_passes_where_bitsandbytes_computes_correctly(precision):
+    """The worker's check runs bitsandbytes' 4-bit matmul (forward and backward) on this machine's
+    kernels against PyTorch on the de-quantised weight; on both CPU kinds in use it must agree."""
+    from studio.methods.qlora import kernel_problems
+
+    if precision == "bf16" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        precision = "fp32"  # bf16 is refused on CPUs without it before this check runs
+    assert kernel_problems(precision) == []

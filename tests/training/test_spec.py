@@ -69,7 +69,7 @@ def test_cutoff_shorter_than_image_tokens_is_refused(db, mllm_id, tiny_vl):
     assert check_spec(db, vl_spec(tiny_vl, mllm_id))[1] == []
 
 
-def test_eval_steps_without_eval_rows_packing_and_vision_settings_on_text_model(db, alpaca_id, smollm2, shared_data, tmp_path):
+def test_eval_steps_without_eval_rows_packing_and_vision_settings_on_text_model(db, alpaca_id, smollm2, sample_data, tmp_path):
     rows = [json.loads(line) for line in
             (db.workspace.dataset_dir(alpaca_id) / "train.jsonl").read_text().splitlines()[:4]]
     path = tmp_path / "rows.jsonl"

@@ -26,14 +26,18 @@ def adapter_tensors(db, run_id: int) -> list[str]:
         return list(f.keys())
 
 
+# precision: "auto" is what a user gets (bf16 on AMX CPUs, fp32 on AVX2-only ones); fp32 is also run
+# everywhere, so the AVX2 machines' setting is exercised on every machine kind.
+@pytest.mark.parametrize("precision", ["auto", "fp32"])
 @pytest.mark.parametrize("method", list(METHODS))
-def test_every_method_trains_the_vision_language_model_on_images(db, mllm_id, tiny_vl, method):
+def test_every_method_trains_the_vision_language_model_on_images(db, mllm_id, tiny_vl, method, precision):
     settings = {"name": method} if method != "adalora" else {"name": method, "tinit": 1, "tfinal": 2}
-    run, result = train_inline(db, vl_spec(tiny_vl, mllm_id, settings, learning_rate=1e-2))
+    run, result = train_inline(db, vl_spec(tiny_vl, mllm_id, settings, learning_rate=1e-2, precision=precision))
     assert run.status == "succeeded"
     assert result["data"]["train"]["kept"] == 6 and result["data"]["train"]["dropped_image_cut"] == 0
     losses = [m.loss for m in run_metrics(db, run.id, "train") if m.loss is not None]
-    assert mean(losses[-3:]) < mean(losses[:3]) - 0.05, losses
+    # first and last three steps each see all six rows once; the test model can fall by ~1.0 here
+    assert mean(losses[-3:]) < mean(losses[:3]) - 0.3, losses
     names = adapter_tensors(db, run.id)
     assert any("language_model" in n for n in names)
     assert not any("visual" in n for n in names)  # the vision tower and projector stayed frozen
