@@ -58,7 +58,7 @@ def main() -> None:
 
     from studio.training.recipe import train
     from studio.training.reporting import NullReporter
-    from studio.training.spec import RunSpec
+    from studio.spec import RunSpec
 
     method = {"name": args.method, "targets": {"mode": "all-linear"}}
     method.update({"init_r": args.rank * 3 // 2, "target_r": args.rank} if args.method == "adalora" else {"r": args.rank})

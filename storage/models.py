@@ -110,6 +110,8 @@ class Run(Base):
     estimated_peak_bytes: Mapped[int | None] = mapped_column(BigInteger)
     measured_peak_bytes: Mapped[int | None] = mapped_column(BigInteger)
     error: Mapped[str | None] = mapped_column(Text)
+    # the worker's pre-flight refusal: [{"field", "message", "hint"}], shown in the Runs tab and the CLI
+    problems: Mapped[list[dict[str, str]] | None] = mapped_column(JSON, nullable=True)
 
     metrics: Mapped[list["RunMetric"]] = relationship(back_populates="run", cascade="all, delete-orphan",
                                                       order_by="RunMetric.id")

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from studio import estimate as est
-from studio.training.spec import RunSpec
+from studio.methods import get_method
+from studio.spec import RunSpec
 
 
 @dataclass
@@ -35,31 +36,18 @@ def model_config(model_ref: str, trust_remote_code: bool = False) -> dict[str, A
         return registry.inspect(model_ref, trust_remote_code=trust_remote_code).config
 
 
-def _targets(spec: RunSpec) -> Any:
-    targets = spec.method.targets
-    return tuple(targets.custom) if targets.mode == "custom" else targets.mode
-
-
-def _method(spec: RunSpec) -> str:
-    if spec.method.name == "lora" and spec.method.use_dora:
-        return "dora"
-    return spec.method.name
-
-
 def estimate_request(spec: RunSpec, config: dict[str, Any], images_per_sample: int = 0,
                      gpu_dtype: str = "bf16") -> est.EstimateRequest:
     """Translate a run spec into the estimator's terms (for a GPU: ``auto`` precision means bf16)."""
-    m, t = spec.method, spec.train
+    t = spec.train
     dtype = gpu_dtype if t.precision == "auto" else t.precision
     return est.EstimateRequest(
-        config=config, method=_method(spec), lora_rank=getattr(m, "r", None) or getattr(m, "target_r", 8),
-        targets=_targets(spec), dtype=dtype, quant_bits=getattr(m, "bits", 4),
-        double_quant=getattr(m, "double_quant", True), batch_size=t.batch_size, grad_accum=t.grad_accum,
+        config=config, **get_method(spec.method.name).estimator_fields(spec), dtype=dtype,
+        batch_size=t.batch_size, grad_accum=t.grad_accum,
         seq_len=t.cutoff_len, gradient_checkpointing=t.gradient_checkpointing,
         max_pixels=spec.vision.max_pixels, images_per_sample=images_per_sample,
         tune_vision=spec.vision.vision_tower == "lora", num_gpus=t.num_processes,
-        adalora_init_rank=getattr(m, "init_r", None), trainer="trl-sft",  # recipe.py trains with TRL's SFTTrainer
-        lora_dropout=float(getattr(m, "dropout", 0.0) or 0.0))
+        trainer="trl-sft")  # recipe.py trains with TRL's SFTTrainer
 
 
 def images_per_sample(num_images: int, num_rows: int) -> int:

@@ -42,7 +42,9 @@ def run(args: argparse.Namespace) -> int:
     from studio.training.service import check_spec, get_run, start_run
 
     db = Database.open()
-    spec, problems = check_spec(db, load_spec_data(args.spec))  # the user's own rights: files may be anywhere
+    # the user's own rights: files may be anywhere. Training here (--inline, --check): this machine's
+    # pre-flight too; queued: the worker's pre-flight judges its own device and the run row says so
+    spec, problems = check_spec(db, load_spec_data(args.spec), preflight=args.inline or args.check)
     if problems:
         print(f"{args.spec}: {len(problems)} problem(s):", file=sys.stderr)
         for p in problems:
@@ -86,7 +88,12 @@ def report(db, run_id: int) -> int:
     from studio.training.service import get_run, run_adapters
 
     run = get_run(db, run_id)
-    print(f"run {run_id} {run.status}" + (f": {run.error}" if run.error else ""))
+    if run.problems:
+        print(f"run {run_id} refused by the worker's pre-flight, {len(run.problems)} problem(s):")
+        for p in run.problems:
+            print(f"  - {p['field']}: {p['message']}" + (f" ({p['hint']})" if p.get("hint") else ""))
+    else:
+        print(f"run {run_id} {run.status}" + (f": {run.error}" if run.error else ""))
     if run.final_loss is not None:
         print(f"final loss {run.final_loss:.4f}" + (f", eval loss {run.final_eval_loss:.4f}"
                                                      if run.final_eval_loss is not None else ""))

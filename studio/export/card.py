@@ -15,8 +15,8 @@ import yaml
 
 from storage.db import Database
 from storage.models import Adapter, Dataset, Run
+from studio.methods import METHODS
 
-METHOD_TITLES = {"lora": "LoRA", "qlora": "QLoRA", "adalora": "AdaLoRA"}
 
 
 @dataclass
@@ -110,13 +110,13 @@ def _front_matter(f: CardFacts) -> str:
 
 
 def _summary(f: CardFacts) -> str:
-    method = METHOD_TITLES.get(f.method, f.method)
+    known = METHODS.get(f.method)
+    method = known.label if known else f.method
     what = (f"The {method} adapter merged into its base model: a standalone model that loads with plain "
             "transformers (no peft needed)." if f.kind == "merged" else
             f"The {method} adapter alone: load it on top of its base model with peft.")
-    if f.kind == "merged" and f.method == "qlora":
-        what += (f" The adapter was trained on a 4-bit base; it was merged into a {f.dtype} reload of the base, "
-                 "not into the 4-bit weights (that merge is lossy).")
+    if f.kind == "merged" and known and known.merge_note:
+        what += " " + known.merge_note.format(dtype=f.dtype)
     return f"{what}\n\n- **Base model:** {f.base_display_name} (`{f.base_model_ref}`)\n- **Method:** {method}\n"
 
 

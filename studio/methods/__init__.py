@@ -4,8 +4,9 @@
 
 Adding a method: write ``studio/methods/<name>.py`` with the same shape as ``lora.py`` (a
 ``Settings`` model whose ``name`` field is a ``Literal`` of the method's name, ``PRESETS``,
-``EXPLAIN``, ``validate``, ``build_peft_config`` and ``METHOD``) and add it below. The run spec
-and the tests pick it up from this table.
+``EXPLAIN``, ``validate``, ``build_peft_config``, the hooks it needs and ``METHOD``) and add it
+below. Building a ``Method`` registers it with the run spec; the Train tab's controls, the
+estimator, the trainer, the worker's pre-flight, the export card and the tests read this table.
 """
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ drop the one peft adds to ``outputs.loss``).
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
@@ -19,7 +20,7 @@ from studio.methods.base import (Explain, Method, MethodSettings, ModelFacts, Pr
                                  targets_problems)
 
 if TYPE_CHECKING:
-    from studio.training.spec import RunSpec
+    from studio.spec import RunSpec
 
 NAME = "adalora"
 # When tinit/tfinal are not given: 10% warm-up, 20% final phase (the paper's schedules spend
@@ -102,6 +103,115 @@ def build_peft_config(spec: "RunSpec", model_info: Any, total_steps: int) -> Any
                          **resolve_targets(s.targets, facts, spec.vision if facts.is_vision else None))
 
 
+# -- the trainer's hooks: regulariser and resumable checkpoints ------------------------------------
+# peft saves an AdaLoRA adapter already cut down to its current ranks, and loading it resizes the
+# layers; a checkpoint saved that way cannot be resumed (the full-rank model and its optimizer state
+# no longer match). Checkpoints therefore also hold the full-rank trainable tensors, the rank
+# pattern and the allocator's importance statistics, and resuming restores exactly those.
+ADALORA_STATE = "adalora_state.safetensors"  # tensors; the rank pattern goes in its metadata
+
+
+def extra_loss(model: Any, spec: "RunSpec") -> Any:
+    reg = adalora_orth_regulariser(model)
+    return None if reg is None else spec.method.orth_reg_weight * reg
+
+
+def save_state(model: Any, folder: Any) -> None:
+    save_adalora_state(unwrap(model), Path(folder) / ADALORA_STATE)
+
+
+def restore_state(model: Any, folder: Any) -> bool:
+    path = Path(folder) / ADALORA_STATE
+    if not path.exists():
+        return False
+    restore_adalora_state(unwrap(model), load_adalora_state(path))
+    return True
+
+
+def adalora_orth_regulariser(model: Any) -> Any:
+    """peft's AdaLoRA orthogonality penalty, mean over adapted matrices of ||P P^T - I||_F.
+    peft adds it to ``outputs.loss`` inside its forward, but TRL's SFTTrainer computes the loss
+    from per-token log-probabilities and never reads ``outputs.loss``: the trainer adds it here."""
+    import torch
+
+    peft_model = unwrap(model)
+    name = peft_model.base_model.trainable_adapter_name
+    terms = []
+    for n, p in peft_model.named_parameters():
+        if p.requires_grad and (f"lora_A.{name}" in n or f"lora_B.{name}" in n):
+            cov = p @ p.T if "lora_A" in n else p.T @ p
+            eye = torch.eye(*cov.shape, dtype=cov.dtype, device=cov.device)
+            terms.append(torch.norm(cov - eye, p="fro"))
+    return torch.stack(terms).mean() if terms else None
+
+
+def _state(peft_model) -> dict:
+    allocator = peft_model.base_model.rankallocator
+    name = peft_model.base_model.trainable_adapter_name
+    return {
+        "params": {n: p.detach().cpu().clone() for n, p in peft_model.named_parameters() if p.requires_grad},
+        "rank_pattern": peft_model.peft_config[name].rank_pattern,
+        "allocator": {k: {n: t.detach().cpu().clone() for n, t in getattr(allocator, k).items()}
+                      for k in ("ipt", "exp_avg_ipt", "exp_avg_unc")},
+    }
+
+
+def save_adalora_state(peft_model, path: Path) -> None:
+    """Safetensors (no pickle): ``params/<name>`` and ``<allocator field>/<name>`` tensors, and the
+    rank pattern as JSON metadata."""
+    import json
+
+    from safetensors.torch import save_file
+
+    state = _state(peft_model)
+    tensors = {f"params/{n}": t for n, t in state["params"].items()}
+    for field, values in state["allocator"].items():
+        tensors.update({f"{field}/{n}": t.contiguous() for n, t in values.items()})
+    save_file(tensors, str(path), metadata={"rank_pattern": json.dumps(state["rank_pattern"])})
+
+
+def load_adalora_state(path: Path) -> dict:
+    import json
+
+    from safetensors import safe_open
+
+    state: dict = {"params": {}, "allocator": {}}
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        state["rank_pattern"] = json.loads(f.metadata()["rank_pattern"])
+        for key in f.keys():
+            group, _, name = key.partition("/")
+            target = state["params"] if group == "params" else state["allocator"].setdefault(group, {})
+            target[name] = f.get_tensor(key)
+    return state
+
+
+def restore_adalora_state(peft_model, state: dict) -> None:
+    import torch
+
+    params = dict(peft_model.named_parameters())
+    with torch.no_grad():
+        for n, value in state["params"].items():
+            params[n].copy_(value.to(params[n].device, params[n].dtype))
+    name = peft_model.base_model.trainable_adapter_name
+    peft_model.peft_config[name].rank_pattern = state["rank_pattern"]
+    allocator = peft_model.base_model.rankallocator
+    device = next(iter(params.values())).device
+    for k, values in state["allocator"].items():
+        setattr(allocator, k, {n: t.to(device) for n, t in values.items()})
+
+
+def unwrap(model: Any) -> Any:
+    while hasattr(model, "module") and not hasattr(model, "base_model"):
+        model = model.module  # DDP
+    return model
+
+
+def estimator_fields(spec: "RunSpec") -> dict[str, Any]:
+    s: AdaLoraSettings = spec.method
+    return {"method": NAME, "lora_rank": s.target_r, "adalora_init_rank": s.init_r, "lora_dropout": s.dropout,
+            "targets": s.targets.estimator_targets()}
+
+
 def callbacks(spec: "RunSpec") -> list[Any]:
     from studio.training.callbacks import AdaLoraAllocatorCallback
 
@@ -119,4 +229,8 @@ METHOD = Method(
     validate=validate,
     build_peft_config=build_peft_config,
     callbacks=callbacks,
+    extra_loss=extra_loss,
+    save_state=save_state,
+    restore_state=restore_state,
+    estimator_fields=estimator_fields,
 )

@@ -1,8 +1,10 @@
 """What every PEFT method module shares: the shape of a method, problems, explanations, targets.
 
 A method module (``lora.py``, ``qlora.py``, ``adalora.py``) defines a typed ``Settings`` model,
-named ``PRESETS``, ``EXPLAIN`` texts for the UI, and the functions below, and exports them as one
-``METHOD = Method(...)``. ``studio.methods.METHODS`` is the table of all of them; tests loop over it.
+named ``PRESETS``, ``EXPLAIN`` texts for the UI, and the hooks below, and exports them as one
+``METHOD = Method(...)``. ``studio.methods.METHODS`` is the table of all of them; the spec, the
+Train tab, the estimator, the trainer, the worker's pre-flight and the export read only the table,
+and the tests loop over it. A hook a method does not need keeps its default.
 
 This module imports neither torch nor peft: the UI reads presets and explanations without them.
 """
@@ -14,21 +16,11 @@ from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-if TYPE_CHECKING:  # only for type hints; importing training here would be circular
-    from studio.training.spec import RunSpec
+from studio.spec.problems import Problem
+from studio.spec.registry import MethodSettings, register_method
 
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with a run spec: where (a dotted field path), what, and how to fix it."""
-
-    field: str
-    message: str
-    hint: str = ""
-
-    def __str__(self) -> str:
-        text = f"{self.field}: {self.message}"
-        return f"{text} ({self.hint})" if self.hint else text
+if TYPE_CHECKING:
+    from studio.spec import RunSpec
 
 
 @dataclass(frozen=True)
@@ -39,12 +31,6 @@ class Explain:
     memory: str
     speed: str
     when: str
-
-
-class MethodSettings(BaseModel):
-    """Base of every method's settings: strict about unknown keys, so typos in YAML are reported."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 # -- which layers get adapters ------------------------------------------------------------------
@@ -69,6 +55,10 @@ class Targets(BaseModel):
     model_config = ConfigDict(extra="forbid")
     mode: TargetMode = "all-linear"
     custom: list[str] = Field(default_factory=list)
+
+    def estimator_targets(self) -> Any:
+        """The estimator's ``targets``: a mode name, or the custom module names."""
+        return tuple(self.custom) if self.mode == "custom" else self.mode
 
 
 @dataclass(frozen=True)
@@ -166,8 +156,27 @@ class Method:
     prepare_model: Callable[[Any, "RunSpec"], Any] = field(default=lambda model, spec: model)
     # callbacks(spec) -> TrainerCallbacks the method needs during training (AdaLoRA's allocator)
     callbacks: Callable[["RunSpec"], list[Any]] = field(default=lambda spec: [])
+    # extra_loss(model, spec) -> a tensor added to each training step's loss, or None
+    extra_loss: Callable[[Any, "RunSpec"], Any] | None = None
+    # save_state(model, checkpoint_folder) / restore_state(model, checkpoint_folder) -> bool: state a
+    # checkpoint needs beyond the Trainer's own to resume exactly (restore returns False if none saved)
+    save_state: Callable[[Any, Any], None] | None = None
+    restore_state: Callable[[Any, Any], bool] | None = None
+    # estimator_fields(spec) -> the method's part of an EstimateRequest (method, rank, bits...)
+    estimator_fields: Callable[["RunSpec"], dict[str, Any]] = field(default=lambda spec: {"method": spec.method.name})
+    # device_problems(spec) -> problems only the machine that trains can see; the worker's pre-flight
+    device_problems: Callable[["RunSpec"], list[Problem]] = field(default=lambda spec: [])
+    # max_processes_without_gpu: 1 where the method cannot train in several CPU processes (None: any)
+    max_processes_without_gpu: int | None = None
+    # merges: the adapter folds into the base weights (a merged export exists); merge_note: what
+    # a merged export of this method means (the export card; ``{dtype}`` is the merged weights' dtype)
+    merges: bool = True
+    merge_note: str = ""
     # requirements: packages that must be importable for this method
     requires: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        register_method(self)
 
     def preset(self, name: str | None = None) -> MethodSettings:
         return self.presets[name or self.default_preset].model_copy(deep=True)

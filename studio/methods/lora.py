@@ -14,7 +14,7 @@ from studio.methods.base import (Explain, Method, MethodSettings, ModelFacts, Pr
                                  targets_problems)
 
 if TYPE_CHECKING:
-    from studio.training.spec import RunSpec
+    from studio.spec import RunSpec
 
 NAME = "lora"
 
@@ -81,6 +81,13 @@ def build_peft_config(spec: "RunSpec", model_info: Any, total_steps: int) -> Any
     return LoraConfig(**lora_config_kwargs(spec.method, spec, model_info))
 
 
+def estimator_fields(spec: "RunSpec") -> dict[str, Any]:
+    s: LoraSettings = spec.method
+    # DoRA has its own memory model (magnitude vectors and the weight-norm step)
+    return {"method": "dora" if s.use_dora else "lora", "lora_rank": s.r, "lora_dropout": s.dropout,
+            "targets": s.targets.estimator_targets()}
+
+
 METHOD = Method(
     name=NAME,
     label="LoRA",
@@ -91,4 +98,5 @@ METHOD = Method(
     default_learning_rate=DEFAULT_LEARNING_RATE,
     validate=validate,
     build_peft_config=build_peft_config,
+    estimator_fields=estimator_fields,
 )

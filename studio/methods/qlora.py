@@ -17,7 +17,7 @@ from studio.methods import lora
 from studio.methods.lora import DEFAULT_LEARNING_RATE, LoraSettings, lora_problems
 
 if TYPE_CHECKING:
-    from studio.training.spec import RunSpec
+    from studio.spec import RunSpec
 
 NAME = "qlora"
 # Modules kept in full precision. transformers matches these from the start of a module name or
@@ -118,6 +118,17 @@ def _kernel_problems_cached(precision: str) -> tuple[Problem, ...]:
     return tuple(problems)
 
 
+def device_problems(spec: "RunSpec") -> list[Problem]:
+    from studio.training.device import resolve_precision
+
+    return kernel_problems(resolve_precision(spec.train.precision))
+
+
+def estimator_fields(spec: "RunSpec") -> dict[str, Any]:
+    s: QLoraSettings = spec.method
+    return {**lora.estimator_fields(spec), "method": NAME, "quant_bits": s.bits, "double_quant": s.double_quant}
+
+
 def _compute_dtype(s: QLoraSettings, spec: "RunSpec"):
     import torch
 
@@ -177,5 +188,10 @@ METHOD = Method(
     build_peft_config=lora.build_peft_config,  # the adapter is plain LoRA; only the base differs
     quantization_config=quantization_config,
     prepare_model=prepare_model,
+    estimator_fields=estimator_fields,
+    device_problems=device_problems,
+    max_processes_without_gpu=1,  # bitsandbytes' CPU kernels are single-process
+    merge_note="The adapter was trained on a 4-bit base; it was merged into a {dtype} reload of the base, "
+               "not into the 4-bit weights (that merge is lossy).",
     requires=("bitsandbytes",),
 )

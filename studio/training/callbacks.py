@@ -118,23 +118,6 @@ class AdaLoraAllocatorCallback(TrainerCallback):
         peft_model.base_model.update_and_allocate(state.global_step)
 
 
-def adalora_orth_regulariser(model: Any) -> Any:
-    """peft's AdaLoRA orthogonality penalty, mean over adapted matrices of ||P P^T - I||_F.
-    peft adds it to ``outputs.loss`` inside its forward, but TRL's SFTTrainer computes the loss
-    from per-token log-probabilities and never reads ``outputs.loss``: the trainer adds it here."""
-    import torch
-
-    peft_model = _unwrap(model)
-    name = peft_model.base_model.trainable_adapter_name
-    terms = []
-    for n, p in peft_model.named_parameters():
-        if p.requires_grad and (f"lora_A.{name}" in n or f"lora_B.{name}" in n):
-            cov = p @ p.T if "lora_A" in n else p.T @ p
-            eye = torch.eye(*cov.shape, dtype=cov.dtype, device=cov.device)
-            terms.append(torch.norm(cov - eye, p="fro"))
-    return torch.stack(terms).mean() if terms else None
-
-
 def _unwrap(model: Any) -> Any:
     while hasattr(model, "module") and not hasattr(model, "base_model"):
         model = model.module  # DDP

@@ -5,7 +5,7 @@ import functools
 import resource
 import sys
 
-from studio.methods.base import Problem
+from studio.spec.problems import Problem
 
 
 def has_cuda() -> bool:

@@ -48,7 +48,7 @@ def rank_main(run_id: int, job_id: int, result_file: Path) -> None:
     from storage.models import Run
     from studio.training.recipe import train, write_text_atomic
     from studio.training.reporting import DbReporter, NullReporter
-    from studio.training.spec import RunSpec
+    from studio.spec import RunSpec
 
     rank = int(os.environ.get("RANK", "0"))
     db = Database.open(migrate=False)

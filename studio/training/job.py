@@ -18,14 +18,19 @@ from jobs.context import JobCancelled, JobContext
 from storage.models import Adapter, JobStatus, Run, RunMetric, utcnow
 from studio.training import checkpoints
 from studio.training.recipe import ADAPTER, CHECKPOINTS, TrainResult
-from studio.training.spec import RunSpec
+from studio.spec import RunSpec
 
 log = logging.getLogger("studio.training.job")
+
+
+class PreflightRefused(RuntimeError):
+    """The worker's pre-flight found problems; they are on the run row (``Run.problems``)."""
 
 
 def run_training_job(ctx: JobContext) -> dict[str, Any]:
     run_id = int(ctx.payload["run_id"])
     spec, run_dir = begin(ctx.db, run_id)
+    preflight(ctx.db, run_id, spec)
     if spec.train.num_processes > 1:
         from studio.training.distributed import launch
 
@@ -56,13 +61,26 @@ def begin(db: Any, run_id: int) -> tuple[RunSpec, Path]:
         run = s.get(Run, run_id)
         if run is None:
             raise LookupError(f"run {run_id} does not exist")
-        run.status, run.error, run.finished_at = JobStatus.RUNNING, None, None
+        run.status, run.error, run.finished_at, run.problems = JobStatus.RUNNING, None, None, None
         run.started_at = run.started_at or utcnow()
         run.output_dir = db.workspace.relative(run_dir)
         s.execute(delete(RunMetric).where(RunMetric.run_id == run_id, RunMetric.stage.in_(("train", "eval")),
                                           RunMetric.step > resume_step))
         spec = RunSpec.model_validate(run.spec)
     return spec, run_dir
+
+
+def preflight(db: Any, run_id: int, spec: RunSpec) -> None:
+    """The checks only this machine can make (device, model config, every row), before step one.
+    A refusal is stored on the run row and fails the job with every problem in its message."""
+    from studio.training.preflight import preflight_problems
+
+    problems = preflight_problems(spec, db)
+    with db.session() as s:
+        s.get(Run, run_id).problems = [p.to_dict() for p in problems] or None
+    if problems:
+        lines = "; ".join(str(p) for p in problems)
+        raise PreflightRefused(f"the worker's pre-flight refused this run ({len(problems)} problem(s)): {lines}")
 
 
 def record_device_estimate(db: Any, run_id: int, spec: RunSpec) -> None:

@@ -29,7 +29,7 @@ from studio.methods import get_method
 from studio.training import checkpoints
 from studio.training.device import peak_memory_bytes, reset_peak_memory, resolve_precision, torch_dtype
 from studio.training.reporting import Reporter
-from studio.training.spec import RunSpec, plan_total_steps
+from studio.spec import RunSpec, plan_total_steps
 
 log = logging.getLogger("studio.training")
 
@@ -196,9 +196,7 @@ def make_trainer(spec: RunSpec, info: Any, model: Any, processing: Any, train_ds
         peft_config=method.build_peft_config(spec, info, total_steps),
         callbacks=[*callbacks, *method.callbacks(spec)],
     )
-    if spec.method.name == "adalora":
-        trainer.is_adalora = True
-        trainer.orth_reg_weight = spec.method.orth_reg_weight
+    trainer.method, trainer.spec = method, spec  # the method's loss term and checkpoint state hooks
     trainer.remove_callback(PrinterCallback)  # raw log dicts on stdout: our reporter says it in words
     return trainer
 

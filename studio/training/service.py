@@ -17,7 +17,8 @@ from sqlalchemy import delete, select
 
 from jobs import queue
 from storage.models import Adapter, Job, JobStatus, Run, RunMetric
-from studio.training.spec import RunSpec, SpecError, parse_spec, validate_spec
+from studio.spec import RunSpec, SpecError, parse_spec
+from studio.spec.checks import static_problems
 
 TRAIN_JOB = "train"
 RESUMABLE = (JobStatus.FAILED, JobStatus.CANCELLED)
@@ -31,14 +32,24 @@ class RunStateError(ValueError):
     """The run is not in a state that allows this (e.g. resuming a run that succeeded)."""
 
 
-def check_spec(db: Any, spec: RunSpec | dict[str, Any] | str, *,
-               local_paths: bool = True) -> tuple[RunSpec | None, list[Any]]:
-    """The typed spec and every problem with it (field errors first, then checks in context).
+def check_spec(db: Any, spec: RunSpec | dict[str, Any] | str, *, local_paths: bool = True,
+               preflight: bool = False) -> tuple[RunSpec | None, list[Any]]:
+    """The typed spec and every problem with it: field errors, else the static checks, and with
+    ``preflight=True`` also the worker's pre-flight run here (the CLI and tests on the machine
+    that trains; never the web process, whose machine may not be the one that trains).
     ``local_paths=False`` (for specs from a browser): a ``data.path`` must be inside the workspace."""
     parsed, problems = parse_spec(spec)
     if parsed is None:
         return None, problems
-    return parsed, validate_spec(parsed, db, local_paths=local_paths)
+    problems = static_problems(parsed, db, local_paths=local_paths)
+    if preflight:
+        from studio.training.preflight import preflight_problems
+
+        data_refused = any(p.field.split(".")[0] == "data" for p in problems)
+        seen = {(p.field, p.message) for p in problems}
+        problems += [p for p in preflight_problems(parsed, db, read_data=not data_refused)
+                     if (p.field, p.message) not in seen]
+    return parsed, problems
 
 
 def start_run(db: Any, spec: RunSpec | dict[str, Any] | str, *, local_paths: bool = True) -> int:

@@ -50,12 +50,12 @@ def test_bad_column_mapping_is_refused_before_import(db, client, sample_data):
     assert datasets.list_datasets(db) == []
 
 
-def test_statistics_come_from_a_worker_job_with_the_models_tokenizer(db, client, sample_data, smollm2_path):
+def test_statistics_come_from_a_worker_job_with_the_models_tokenizer(db, client, shared_data, smollm2_path):
     import threading
 
     from jobs.worker import Worker, WorkerConfig
 
-    client.predict(*import_args(sample_data / "identity.json", val_fraction=0), api_name="/import_dataset")
+    client.predict(*import_args(shared_data / "identity.json", val_fraction=0), api_name="/import_dataset")
     worker = Worker(db, WorkerConfig(poll_s=0.1))
     thread = threading.Thread(target=worker.run_forever, daemon=True)
     thread.start()

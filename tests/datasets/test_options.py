@@ -12,8 +12,8 @@ def texts(db, dataset_id, split):
     return [r["messages"][0]["content"][0]["text"] for r in read_canonical(db, dataset_id, split)]
 
 
-def test_split_is_exact_seeded_and_reproducible(db, sample_data):
-    src = upload(db, sample_data / "alpaca_en_demo.json")
+def test_split_is_exact_seeded_and_reproducible(db, shared_data):
+    src = upload(db, shared_data / "alpaca_en_demo.json")
     a = import_dataset(db, src, ImportOptions(val_fraction=0.2, seed=7)).dataset
     b = import_dataset(db, src, ImportOptions(val_fraction=0.2, seed=7)).dataset
     c = import_dataset(db, src, ImportOptions(val_fraction=0.2, seed=8)).dataset
@@ -47,8 +47,8 @@ def test_same_image_under_two_paths_is_a_duplicate_after_hashing(db):
     assert (r.dataset.num_rows, r.dataset.num_images, r.report.duplicates_removed) == (1, 1, 1)
 
 
-def test_limit_keeps_first_good_rows(db, sample_data):
-    src = upload(db, sample_data / "alpaca_en_demo.json")
+def test_limit_keeps_first_good_rows(db, shared_data):
+    src = upload(db, shared_data / "alpaca_en_demo.json")
     r = import_dataset(db, src, ImportOptions(limit=50))
     raw = json.loads(src.read_text())
     assert r.dataset.num_rows == 50 and r.report.limit_reached and r.report.rows_read == 50

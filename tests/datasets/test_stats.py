@@ -13,14 +13,14 @@ SMALL = dict(min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 64)
 
 
 @pytest.fixture
-def mllm(db, sample_data):
-    src = upload(db, sample_data / "mllm_demo.json")
-    upload(db, sample_data / "mllm_demo_data")
+def mllm(db, shared_data):
+    src = upload(db, shared_data / "mllm_demo.json")
+    upload(db, shared_data / "mllm_demo_data")
     return import_dataset(db, src).dataset
 
 
-def test_text_only_lengths_match_the_chat_template(db, sample_data, tiny_tokenizer):
-    d = import_dataset(db, upload(db, sample_data / "identity.json")).dataset
+def test_text_only_lengths_match_the_chat_template(db, shared_data, tiny_tokenizer):
+    d = import_dataset(db, upload(db, shared_data / "identity.json")).dataset
     s = statistics(db, d.id, tiny_tokenizer, cutoff_len=60, bins=10)
     rendered = [tiny_tokenizer.apply_chat_template(
         [{"role": m["role"], "content": m["content"][0]["text"]} for m in row["messages"]], tokenize=False)

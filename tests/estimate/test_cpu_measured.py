@@ -17,9 +17,9 @@ TOLERANCE = 0.20
 
 
 @pytest.fixture
-def long_rows(db, sample_data):
+def long_rows(db, shared_data):
     """Canonical rows whose answers run past 512 tokens (real Alpaca answers, joined)."""
-    alpaca = json.loads((sample_data / "alpaca_en_demo.json").read_text(encoding="utf-8"))
+    alpaca = json.loads((shared_data / "alpaca_en_demo.json").read_text(encoding="utf-8"))
     answers = [r["output"] for r in alpaca if len(r["output"]) > 400]
     path = db.workspace.root / "long.jsonl"
     with open(path, "w", encoding="utf-8") as f:

@@ -16,8 +16,8 @@ from studio.training import checkpoints
 from studio.training.recipe import train
 from studio.training.reporting import NullReporter
 from studio.training.service import cancel_run, get_run, resume_run, run_metrics, start_run
-from studio.training.spec import RunSpec
-from studio.training.trainer import ADALORA_STATE
+from studio.spec import RunSpec
+from studio.methods.adalora import ADALORA_STATE
 from tests.processes import start_worker, wait_for
 from tests.training.helpers import vl_spec
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from studio.datasets import read_canonical
 from studio.models import load_tokenizer_or_processor
 from studio.training.data import IGNORE, VisionCollator, VisionEncoder, encode_text_rows
-from studio.training.spec import VisionSettings
+from studio.spec import VisionSettings
 
 CONVERSATION = {"messages": [
     {"role": "system", "content": [{"type": "text", "text": "You are terse."}]},

@@ -8,7 +8,7 @@ import torch
 
 from studio.methods import METHODS, ModelFacts
 from studio.methods.base import resolve_targets
-from studio.training.spec import RunSpec, VisionSettings
+from studio.spec import RunSpec, VisionSettings
 
 TEXT = ModelFacts(kind="text", model_type="llama")
 VL = ModelFacts(kind="vision-language", model_type="qwen2_5_vl")

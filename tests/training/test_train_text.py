@@ -13,7 +13,7 @@ from jobs.worker import run_inline
 from storage.models import Adapter, JobStatus
 from studio.models import load_model, load_tokenizer_or_processor
 from studio.training.service import get_run, run_adapters, run_metrics, start_run
-from studio.training.spec import RunSpec
+from studio.spec import RunSpec
 from tests.training.helpers import text_spec
 
 pytestmark = pytest.mark.slow

@@ -14,6 +14,7 @@ import pandas as pd
 from storage.db import Database
 from studio import activity
 from studio.datasets import service as datasets
+from studio.methods import METHODS
 from studio.training import history, service as training
 from ui.i18n import add, t
 
@@ -23,6 +24,8 @@ RUN_COLUMNS = ["ID", "Name", "Status", "Model", "Dataset", "Method", "Settings",
                "Memory est./measured"]
 STATUSES = ["all", "queued", "running", "succeeded", "failed", "cancelled"]
 
+add("runs.preflight", "The worker that was to train this run refused it before the first step:",
+    "负责训练的 worker 在第一步之前拒绝了本次运行：")
 add("runs.intro", "Every training run, newest first. Pick one to follow it live; tick several to compare them. "
     "The page refreshes by itself and reads everything from the database.",
     "所有训练运行，最新的在前。选择一个可实时跟踪；勾选多个可对比。页面自动刷新，所有数据来自数据库。")
@@ -66,6 +69,13 @@ def run_choices(db: Database) -> list[tuple[str, int]]:
     return [(f"#{r.id} {r.name} ({r.status})", r.id) for r in training.list_runs(db)]
 
 
+def _problems_html(problems: list[dict]) -> str:
+    """The worker's pre-flight refusal, one line per problem with its fix."""
+    items = "".join(f"<li><code>{html.escape(p['field'])}</code> {html.escape(p['message'])}"
+                    + (f" — <i>{html.escape(p['hint'])}</i>" if p.get("hint") else "") + "</li>" for p in problems)
+    return f'<div class="run-error">{html.escape(t("runs.preflight"))}<ul>{items}</ul></div>'
+
+
 def _eta(seconds: float | None) -> str:
     return f" · ETA {activity.format_duration(seconds)}" if seconds else ""
 
@@ -86,7 +96,8 @@ def status_html(db: Database, run_id: int) -> str:
         if m.get("peak_memory_bytes"):
             figures.append(f"peak memory {m['peak_memory_bytes'] / 2**30:.2f} GiB")
     message = progress.get("message") or ""
-    error = f'<div class="run-error">{html.escape(run.error)}</div>' if run.error else ""
+    error = _problems_html(run.problems) if run.problems else \
+        f'<div class="run-error">{html.escape(run.error)}</div>' if run.error else ""
     return f"""
 <div class="run-live">
   <div><span class="run-badge run-{run.status}">{run.status}</span> <b>#{run.id} {html.escape(run.name)}</b>
@@ -154,7 +165,7 @@ def render(db: Database) -> dict:
     gr.Markdown(t("runs.intro"))
     with gr.Row():
         status = gr.Dropdown(label=t("runs.status"), choices=STATUSES, value="all", scale=1)
-        method = gr.Dropdown(label=t("runs.method"), choices=["all", "lora", "qlora", "adalora"], value="all", scale=1)
+        method = gr.Dropdown(label=t("runs.method"), choices=["all", *METHODS], value="all", scale=1)
     table = gr.Dataframe(value=lambda: runs_table(db), headers=RUN_COLUMNS, interactive=False, wrap=True,
                          label=t("runs.table"), elem_id="runs-table")
     choices = run_choices(db)

@@ -16,7 +16,7 @@ from studio import estimate as est
 from studio.datasets import service as datasets
 from studio.methods import METHODS
 from studio.planning import MemoryPlan, dataset_images_per_sample, plan_memory
-from studio.training.spec import RunSpec, parse_spec
+from studio.spec import RunSpec, parse_spec
 from ui.i18n import add, t
 from ui.memory_bar import memory_bar_html
 

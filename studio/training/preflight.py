@@ -1,28 +1,28 @@
-"""Checks of a run spec against the world: the model's config, the dataset, the device.
+"""The worker's pre-flight: the checks that need the machine that trains, the model's config or
+every row of the data. They run in the training job before step one, on the worker that will
+train (which may be another machine than the one serving the UI), and their problems land on the
+run row. The static checks (``studio.spec.checks``) already ran where the spec was built.
 
-Each check returns a list of problems and never stops the others, so ``spec_problems`` reports
-everything wrong with a spec at once. Nothing here loads weights: the model is read from its
-config, images only from their headers.
+Each check returns a list of problems and never stops the others, so everything wrong is reported
+at once. Nothing here loads weights: the model is read from its config, images from their headers.
 """
 from __future__ import annotations
 
 from typing import Any
 
 from studio.methods import METHODS
-from studio.methods.base import Problem
-from studio.training.spec import LR_MAX, LR_MIN, RunSpec, plan_total_steps
+from studio.spec import Problem, RunSpec, plan_total_steps
 
 
-def spec_problems(spec: RunSpec, db: Any = None, local_paths: bool = True) -> list[Problem]:
-    """``local_paths=False`` (the UI): a ``data.path`` must lie inside the workspace, so a browser
-    cannot make the server read arbitrary files; the CLI runs with the user's own rights."""
+def preflight_problems(spec: RunSpec, db: Any = None, read_data: bool = True) -> list[Problem]:
+    """``read_data=False`` when the data source itself was refused (nothing to read)."""
     info, problems = model_problems(spec)
-    rows, data_problems = data_problems_and_rows(spec, db, local_paths)
+    rows, data_problems = data_problems_and_rows(spec, db) if read_data else (None, [])
     problems += data_problems
-    problems += hyperparameter_problems(spec)
     problems += device_problems(spec)
-    total_steps = plan_total_steps(len(rows.train), spec.train) if rows and rows.train else None
-    problems += METHODS[spec.method.name].validate(spec, total_steps)
+    if rows is not None and rows.train:  # the exact step count, now that the rows are read
+        problems += [p for p in METHODS[spec.method.name].validate(spec, plan_total_steps(len(rows.train), spec.train))
+                     if p.field.startswith("method.")]
     if info is not None:
         problems += model_fit_problems(spec, info)
         if rows is not None:
@@ -77,39 +77,14 @@ def packing_problems(info: Any) -> list[Problem]:
 
 
 # -- the data -----------------------------------------------------------------------------------------
-def data_problems_and_rows(spec: RunSpec, db: Any, local_paths: bool = True) -> tuple[Any, list[Problem]]:
-    from studio.training.data import dataset_files, read_rows
+def data_problems_and_rows(spec: RunSpec, db: Any) -> tuple[Any, list[Problem]]:
+    """The rows, read as training will read them, and what is wrong with them."""
+    from studio.training.data import read_rows
 
     d = spec.data
-    if (d.dataset_id is None) == (d.path is None):
-        return None, [Problem("data", "give exactly one of dataset_id (an imported dataset) or path (a JSONL file)")]
-    if d.path is not None and not local_paths:
-        from storage.workspace import OutsideWorkspaceError
-
-        try:
-            db.workspace.confine(d.path)
-        except OutsideWorkspaceError:
-            return None, [Problem("data.path", f"{d.path} is outside the workspace",
-                                  "import the file as a dataset, or copy it into the workspace")]
-    if d.dataset_id is not None:
-        if db is None:
-            return None, [Problem("data.dataset_id", "a dataset id needs the studio database")]
-        from studio.datasets.service import DatasetNotFound
-
-        try:
-            train_path, _ = dataset_files(d, db)
-        except DatasetNotFound:
-            return None, [Problem("data.dataset_id", f"there is no dataset with id {d.dataset_id}",
-                                  "import the dataset first, or pick one from the list")]
-    else:
-        train_path, _ = dataset_files(d, db)
-    if train_path is None:
-        where = f"dataset {d.dataset_id}" if d.dataset_id is not None else d.path
-        return None, [Problem("data", f"no training rows found at {where} (expected a JSONL file or a folder with "
-                              "train.jsonl)")]
     try:
         rows = read_rows(d, db, spec.train.seed)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, LookupError) as e:
         return None, [Problem("data", f"cannot read the rows: {e}")]
     problems = []
     if not rows.train:
@@ -158,21 +133,6 @@ def data_fit_problems(spec: RunSpec, info: Any, rows: Any) -> list[Problem]:
 
 
 # -- hyperparameters and device ---------------------------------------------------------------------------
-def hyperparameter_problems(spec: RunSpec) -> list[Problem]:
-    problems = []
-    lr = spec.learning_rate()
-    if not LR_MIN <= lr <= LR_MAX:
-        problems.append(Problem("train.learning_rate", f"{lr:g} is outside the sensible range {LR_MIN:g} to "
-                                f"{LR_MAX:g} for adapter training",
-                                f"{spec.method.name} usually trains well at "
-                                f"{METHODS[spec.method.name].default_learning_rate:g}"))
-    t = spec.train
-    if t.eval_steps and t.max_steps and t.eval_steps > t.max_steps:
-        problems.append(Problem("train.eval_steps", f"evaluation every {t.eval_steps} steps never happens in a "
-                                f"{t.max_steps}-step run", "lower eval_steps"))
-    return problems
-
-
 def device_problems(spec: RunSpec) -> list[Problem]:
     from studio.training.device import has_cuda, precision_problems
 
@@ -184,12 +144,10 @@ def device_problems(spec: RunSpec) -> list[Problem]:
         if n > torch.cuda.device_count():
             problems.append(Problem("train.num_processes", f"{n} processes need {n} GPUs; this machine has "
                                     f"{torch.cuda.device_count()}", f"use at most {torch.cuda.device_count()}"))
-    if spec.method.name == "qlora":
-        from studio.methods.qlora import kernel_problems
-        from studio.training.device import resolve_precision
-
-        problems += kernel_problems(resolve_precision(spec.train.precision))
-    if n > 1 and spec.method.name == "qlora" and not has_cuda():
-        problems.append(Problem("train.num_processes", "QLoRA with several processes needs GPUs",
-                                "use one process, or LoRA"))
+    method = METHODS[spec.method.name]
+    problems += method.device_problems(spec)
+    limit = method.max_processes_without_gpu
+    if limit is not None and n > limit and not has_cuda():
+        problems.append(Problem("train.num_processes", f"{method.label} with {n} processes needs GPUs",
+                                f"use {limit} process, or LoRA"))
     return problems

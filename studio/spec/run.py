@@ -8,20 +8,27 @@ the adapter, and the same YAML runs again headless::
     method: {name: lora, preset: balanced, r: 8}
     train: {epochs: 2, batch_size: 4, grad_accum: 2, cutoff_len: 512}
 
-Field-level problems (types, ranges, unknown keys) come from pydantic; ``validate_spec`` adds the
-problems that need the database, the model's config or the data — and reports every one at once.
+Field-level problems (types, ranges, unknown keys) come from pydantic; ``studio.spec.checks`` adds
+the static problems (ranges that depend on each other, the dataset exists) where the spec is built;
+the worker's pre-flight (``studio.training.preflight``) adds those that need the device, the model's
+config or every row, on the machine that will train. Every problem is reported at once.
+
+This package is the bottom of the domain: it imports neither torch nor any other studio package.
+Methods register themselves (``register_method``) when ``studio.methods`` is imported, so the spec
+knows each method's settings class and presets without importing the methods.
 """
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, ValidatorFunctionWrapHandler,
+                      field_validator, model_validator)
 
-from studio.methods import METHODS
-from studio.methods.base import Problem
+from studio.spec.problems import Problem, SpecError
+from studio.spec.registry import MethodSettings, method_entry, method_names
 
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 Scheduler = Literal["linear", "cosine", "constant", "constant_with_warmup", "cosine_with_min_lr"]
@@ -85,39 +92,35 @@ class VisionSettings(_Strict):
         return self
 
 
-def _method_union():
-    settings = tuple(m.settings_cls for m in METHODS.values())
-    return Annotated[Union[settings], Field(discriminator="name")]  # type: ignore[valid-type]
-
-
-MethodSpec = _method_union()
-
-
 class RunSpec(_Strict):
     name: str | None = Field(None, max_length=200)
     model: str = Field(..., min_length=1, description="a model ref: builtin:..., a Hub id or a local folder")
     trust_remote_code: bool = Field(False, description="run Python code shipped with the model (opt-in)")
     data: DataSpec
-    method: MethodSpec = Field(default_factory=lambda: METHODS["lora"].preset())
+    method: SerializeAsAny[MethodSettings] = Field(default_factory=lambda: method_entry("lora").preset())
     train: TrainSettings = Field(default_factory=TrainSettings)
     vision: VisionSettings = Field(default_factory=VisionSettings)
 
-    @field_validator("method", mode="before")
+    @field_validator("method", mode="wrap")
     @classmethod
-    def _method_from_preset(cls, value: Any) -> Any:
-        """Accept ``method: lora`` or ``{name: lora, preset: light, r: 4}``: a preset, then overrides."""
+    def _method_from_preset(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        """Accept ``method: lora`` or ``{name: lora, preset: light, r: 4}``: a preset, then overrides,
+        validated by that method's own settings class (its errors keep their ``method.<field>`` path)."""
+        if isinstance(value, MethodSettings):
+            return value
         if isinstance(value, str):
             value = {"name": value}
-        if isinstance(value, dict) and value.get("name") in METHODS:
-            method = METHODS[value["name"]]
-            value = dict(value)
-            preset = value.pop("preset", None) or method.default_preset
-            if preset not in method.presets:
-                raise ValueError(f"unknown preset {preset!r} for {value['name']}; choose one of "
-                                 f"{', '.join(method.presets)}")
-            base = method.presets[preset].model_dump()
-            value = {**base, **value}
-        return value
+        if not isinstance(value, dict):
+            return handler(value)
+        name = value.get("name")
+        if name not in method_names():
+            raise ValueError(f"unknown method {name!r}; choose one of {', '.join(method_names())}")
+        method = method_entry(name)
+        value = dict(value)
+        preset = value.pop("preset", None) or method.default_preset
+        if preset not in method.presets:
+            raise ValueError(f"unknown preset {preset!r} for {name}; choose one of {', '.join(method.presets)}")
+        return method.settings_cls.model_validate({**method.presets[preset].model_dump(), **value})
 
     # -- derived ----------------------------------------------------------------------------------
     @property
@@ -125,7 +128,7 @@ class RunSpec(_Strict):
         return self.method.name
 
     def learning_rate(self) -> float:
-        return self.train.learning_rate or METHODS[self.method.name].default_learning_rate
+        return self.train.learning_rate or method_entry(self.method.name).default_learning_rate
 
     def display_name(self) -> str:
         return self.name or f"{self.method.name} on {self.model.split(':')[-1].split('/')[-1]}"
@@ -146,20 +149,11 @@ class RunSpec(_Strict):
         return cls.from_yaml(Path(path).read_text(encoding="utf-8"))
 
 
-class SpecError(ValueError):
-    """A spec was refused; ``problems`` lists every reason."""
-
-    def __init__(self, problems: list[Problem]):
-        self.problems = list(problems)
-        lines = "\n".join(f"  - {p}" for p in self.problems)
-        super().__init__(f"the run spec has {len(self.problems)} problem(s):\n{lines}")
-
-
 def problems_of_validation_error(err: ValidationError) -> list[Problem]:
     out = []
     for e in err.errors():
         loc = [str(x) for x in e["loc"]]
-        if len(loc) > 1 and loc[0] == "method" and loc[1] in METHODS:
+        if len(loc) > 1 and loc[0] == "method" and loc[1] in method_names():
             del loc[1]  # pydantic names the union member it tried: ("method", "lora", "r") -> method.r
         out.append(Problem(".".join(loc) or "spec", e["msg"]))
     return out
@@ -185,11 +179,3 @@ def plan_total_steps(num_train_rows: int, train: TrainSettings) -> int:
     batches = math.ceil(num_train_rows / (train.batch_size * train.num_processes))
     per_epoch = max(1, math.ceil(batches / train.grad_accum))
     return max(1, math.ceil(train.epochs * per_epoch))
-
-
-def validate_spec(spec: RunSpec, db: Any = None, local_paths: bool = True) -> list[Problem]:
-    """Every problem with the spec in its context (database, model config, data), at once.
-    ``local_paths=False`` confines a ``data.path`` to the workspace (specs coming from the UI)."""
-    from studio.training.checks import spec_problems
-
-    return spec_problems(spec, db, local_paths)
