@@ -1,7 +1,8 @@
 """The common shape of a format module, and helpers they share.
 
 Every format module defines ``NAME``, ``DESCRIPTION``, ``FIELDS`` (the fields it reads: required
-first, used by the "unknown format" message and the column-mapping form), ``detect(keys)`` and
+first, used by the "unknown format" message and the column-mapping form), ``detect(keys)``,
+``missing(keys)`` (the required fields absent from ``keys``, in words) and
 ``convert(row, ctx) -> Draft | None``. ``convert`` never raises on bad data: it records problems in
 ``ctx.problems`` and returns ``None`` when the row is unusable.
 """
@@ -33,6 +34,8 @@ class Format(Protocol):
     FIELDS: tuple[str, ...]
 
     def detect(self, keys: set[str]) -> bool: ...
+
+    def missing(self, keys: set[str]) -> list[str]: ...
 
     def convert(self, row: dict[str, Any], ctx: "Context") -> Draft | None: ...
 
@@ -72,6 +75,10 @@ def list_field(row: dict[str, Any], key: str, ctx: Context, required: bool = Tru
         ctx.problems.add(key, P.BAD_VALUE, f"`{key}` is a {type(value).__name__}, expected a list", "")
         return None
     return value
+
+
+def missing_fields(keys: set[str], required: tuple[str, ...]) -> list[str]:
+    return [f"`{f}`" for f in required if f not in keys]
 
 
 def image_refs(value: Any, key: str, ctx: Context) -> list[ImageRef]:
