@@ -40,18 +40,41 @@ class ImportResult:
 
 
 # -- import -----------------------------------------------------------------------------------------
-def import_dataset(db: Database, source_path: str | os.PathLike, options: ImportOptions | None = None) -> ImportResult:
+def import_dataset(db: Database, source_path: str | os.PathLike, options: ImportOptions | None = None, *,
+                   external: bool = False) -> ImportResult:
     """Import an upload (file, folder or zip inside the workspace) as a new dataset.
+
+    ``external=True`` (the CLI's ``--copy``; never for paths from a browser): the upload may lie
+    outside the workspace; its data and the images its rows name are copied into the dataset, and
+    images are read only below the upload's folder (or the image root the person gave).
 
     Raises ``DatasetImportError`` (nothing written) or ``OutsideWorkspaceError``.
     """
     options = options or ImportOptions()
     ws = db.workspace
-    upload = ws.confine(source_path)
+    upload = Path(source_path).expanduser().resolve() if external else ws.confine(source_path)
     with _stage(ws) as stage:
-        report = importer.build(upload, stage, options, ws.root)
+        report = importer.build(upload, stage, options, ws.root, external=external and not _inside(ws, upload))
         row = _publish(db, stage, _row_fields(ws, upload, stage, report, options))
     return ImportResult(row, report)
+
+
+def import_upload(db: Database, received: str | os.PathLike, original_name: str | None = None,
+                  options: ImportOptions | None = None) -> ImportResult:
+    """A file the web server received: copied into ``uploads/`` and imported; if the import is
+    refused the copy is removed too, so a failed import leaves nothing behind."""
+    from studio.uploads import store_upload
+
+    stored = store_upload(db, received, original_name)
+    try:
+        return import_dataset(db, stored, options)
+    except BaseException:
+        shutil.rmtree(stored.parent, ignore_errors=True)  # store_upload made this folder for it alone
+        raise
+
+
+def _inside(ws: Workspace, path: Path) -> bool:
+    return path == ws.root or ws.root in path.parents
 
 
 @contextlib.contextmanager
