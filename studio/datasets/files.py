@@ -195,6 +195,7 @@ def _rows_one_by_one(text: str, file: str) -> tuple[list[Any], list[int | None]]
     rows: list[Any] = []
     lines: list[int | None] = []
     for i, (start, end) in enumerate(spans, 1):
+        start += len(text[start:end]) - len(text[start:end].lstrip())  # the row's own first line
         line = text.count("\n", 0, start) + 1
         lines.append(line)
         try:

@@ -137,7 +137,9 @@ def build(upload: Path, stage: Path, options: ImportOptions, workspace_root: Pat
                                           f"the file could not be imported ({type(e).__name__}: {e})",
                                           "check the file; if it looks right, report this message")]) from e
     shutil.rmtree(stage / EXTRACT_DIR, ignore_errors=True)
-    (stage / REPORT).write_text(json.dumps(report.to_dict(), ensure_ascii=False, indent=1), encoding="utf-8")
+    # backslashreplace: a message may quote a field name that holds undecodable bytes
+    (stage / REPORT).write_bytes(json.dumps(report.to_dict(), ensure_ascii=False, indent=1)
+                                 .encode("utf-8", "backslashreplace"))
     return report
 
 

@@ -118,7 +118,8 @@ def _clear_stale(ws: Workspace, final: Path) -> None:
 
 
 def _row_fields(ws: Workspace, upload: Path, stage: Path, report: ImportReport, options: ImportOptions) -> dict:
-    summary = {k: v for k, v in report.to_dict().items() if k not in ("problems", "options")}
+    # the lists of problems and dropped rows stay in report.json: they can be long
+    summary = {k: v for k, v in report.to_dict().items() if k not in ("problems", "options", "dropped")}
     return dict(
         name=(options.name or upload.stem).strip()[:200],
         source=ws.relative(upload) if upload.is_relative_to(ws.root) else str(upload),

@@ -8,6 +8,7 @@ limit.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -53,18 +54,53 @@ def walk(value: Any, max_depth: int) -> Iterator[tuple[str, Any, int]]:
 
 def check_row(data: dict[str, Any], limits: RowLimits, probs: RowProblems) -> None:
     """Record every value of ``data`` that breaks a limit or cannot be stored as UTF-8 text."""
-    for path, value, depth in walk(data, limits.max_depth):
-        where = path or None
+    # Paths are built only for problems: (parent path, key) pairs, joined on demand (this runs on
+    # every row, so a flat Alpaca row must cost little more than a loop over its fields).
+    if all(type(v) is str for v in data.values()):  # flat rows (Alpaca, CSV): the common case
+        _check_keys(data, None, None, probs)
+        for key, text in data.items():
+            _check_text(text, None, key, limits, probs)
+        return
+    stack: list[tuple[Any, Any, Any, int]] = [(None, None, data, 0)]
+    while stack:
+        parent, key, value, depth = stack.pop()
         if isinstance(value, str):
-            _check_text(value, where, limits, probs)
+            _check_text(value, parent, key, limits, probs)
+        elif isinstance(value, (dict, list, tuple)):
+            if isinstance(value, dict):
+                _check_keys(value, parent, key, probs)
+            if value and depth >= limits.max_depth:
+                probs.add(_path(parent, key), P.TOO_DEEP, f"value is nested more than {limits.max_depth} levels deep",
+                          "flatten the structure; chat rows need only a few levels")
+                return  # one such problem per row is enough, and the rest may be just as deep
+            here = (parent, key)
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            stack.extend(reversed([(here, k, v, depth + 1) for k, v in items]))
         elif isinstance(value, BigNumber) or (isinstance(value, int) and _too_many_digits(value, limits)):
             digits = value.digits if isinstance(value, BigNumber) else len(str(abs(value)))
-            probs.add(where, P.NUMBER_TOO_LARGE, f"number has {digits:,} digits (limit {limits.max_number_digits})",
+            probs.add(_path(parent, key), P.NUMBER_TOO_LARGE,
+                      f"number has {digits:,} digits (limit {limits.max_number_digits})",
                       "write such values as text (in quotes), or remove them")
-        elif isinstance(value, (dict, list, tuple)) and value and depth >= limits.max_depth:
-            probs.add(where, P.TOO_DEEP, f"value is nested more than {limits.max_depth} levels deep",
-                      "flatten the structure; chat rows need only a few levels")
-            return  # one such problem per row is enough, and the rest may be just as deep
+
+
+def _path(parent: Any, key: Any) -> str | None:
+    """``messages[0].content`` from the (parent, key) chain; ``None`` for the row itself."""
+    keys = []
+    while key is not None or parent is not None:
+        keys.append(key)
+        parent, key = parent if parent is not None else (None, None)
+    text = ""
+    for k in reversed([k for k in keys if k is not None]):
+        text += f"[{k}]" if isinstance(k, int) else (f".{k}" if text else str(k))
+    return text or None
+
+
+def _check_keys(value: dict, parent: Any, key: Any, probs: RowProblems) -> None:
+    """Keys are written out too (tool schemas), so they must be storable text as well."""
+    for name in value:
+        if isinstance(name, str) and ("\0" in name or _may_have_surrogate(name)):
+            probs.add(_path(parent, key), P.ENCODING, f"a field name holds a NUL or a lone surrogate: {name!r}",
+                      "rename the field to plain text")
 
 
 def _too_many_digits(value: int, limits: RowLimits) -> bool:
@@ -72,25 +108,30 @@ def _too_many_digits(value: int, limits: RowLimits) -> bool:
     return value.bit_length() > 3.33 * limits.max_number_digits - 4 and len(str(abs(value))) > limits.max_number_digits
 
 
-def _check_text(text: str, where: str | None, limits: RowLimits, probs: RowProblems) -> None:
+def _check_text(text: str, parent: Any, key: Any, limits: RowLimits, probs: RowProblems) -> None:
     if "\0" in text:
-        probs.add(where, P.NUL_BYTE, f"text contains a NUL byte (at character {text.index(chr(0)) + 1})",
+        probs.add(_path(parent, key), P.NUL_BYTE, f"text contains a NUL byte (at character {text.index(chr(0)) + 1})",
                   "remove the NUL (\\u0000) characters; they are not text and break file paths")
-    lone = next((ch for ch in text if "\ud800" <= ch <= "\udfff"), None) if _may_have_surrogate(text) else None
-    if lone is not None:
-        probs.add(where, P.ENCODING, f"text holds a lone UTF-16 surrogate \\u{ord(lone):04x} (half of a character)",
+    if not text.isascii() and _may_have_surrogate(text):
+        lone = _SURROGATE.search(text).group()
+        probs.add(_path(parent, key), P.ENCODING,
+                  f"text holds a lone UTF-16 surrogate \\u{ord(lone):04x} (half of a character)",
                   "fix the \\u escape: a character beyond U+FFFF needs both halves (e.g. \\ud83d\\ude00)")
     if len(text) * 4 > limits.max_text_bytes:  # only then can it exceed the limit in UTF-8
         size = len(text.encode("utf-8", errors="surrogatepass"))
         if size > limits.max_text_bytes:
-            probs.add(where, P.TEXT_TOO_LONG, f"text is {size:,} bytes (limit {limits.max_text_bytes:,} per field)",
+            probs.add(_path(parent, key), P.TEXT_TOO_LONG,
+                      f"text is {size:,} bytes (limit {limits.max_text_bytes:,} per field)",
                       "split it into shorter rows, or raise the text-field limit of the import")
 
 
 def _may_have_surrogate(text: str) -> bool:
-    """Cheap pre-test: surrogates cannot be encoded strictly."""
     try:
-        text.encode("utf-8")
+        text.encode("utf-8")  # in C, far faster than a regex scan; fails only on surrogates
         return False
     except UnicodeEncodeError:
         return True
+
+
+# Surrogates cannot be written as UTF-8; a JSON "\ud83d" escape without its other half yields one.
+_SURROGATE = re.compile("[\ud800-\udfff]")
