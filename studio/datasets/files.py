@@ -125,7 +125,7 @@ def _read_json(path: Path, file: str) -> Iterator[Record]:
         rows = _json_rows(json.loads(text, parse_int=parse_int), file)
         lines: list[int | None] | None = None
     except json.JSONDecodeError as e:
-        if e.msg == "Extra data" and stripped.startswith("{"):
+        if e.msg == "Extra data" and stripped.startswith(("{", "[")):
             yield from _read_jsonl(path, file)  # JSON Lines saved as .json: read it as such
             return
         raise FileUnreadable([_json_error(file, e)]) from None
@@ -308,7 +308,7 @@ def _csv_error(file: str, error: str, record_line: int, reader_line: int) -> Pro
 def _sniff_delimiter(text: str) -> str:
     try:
         return csv.Sniffer().sniff(text[:65536], delimiters=",;\t|").delimiter
-    except csv.Error:
+    except Exception:  # csv.Error "could not determine delimiter", or odd text confusing its heuristics
         return ","
 
 
@@ -351,6 +351,6 @@ def _read_parquet(path: Path, file: str) -> Iterator[Record]:
             for item in batch.to_pylist():
                 row += 1
                 yield Record(row, item)
-    except (OSError, ValueError) as e:  # pyarrow raises ArrowInvalid (a ValueError) / ArrowIOError
+    except Exception as e:  # pyarrow's ArrowInvalid (ValueError), ArrowIOError, ArrowNotImplementedError...
         raise FileUnreadable([Problem(file, None, None, P.PARSE_ERROR, f"not a readable Parquet file: {e}",
                                       "re-export the file, or upload CSV/JSON instead")]) from None

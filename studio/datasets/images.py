@@ -98,11 +98,17 @@ class ImageStore:
             return _Verdict(None, P.MISSING_IMAGE, "image path is empty", "give the path of the image file")
         if "\0" in path:
             return _Verdict(None, P.NUL_BYTE, f"image path {path!r} contains a NUL byte", "remove the NUL character")
-        candidate = Path(path.removeprefix("file://"))
+        path = path.removeprefix("file://")
+        # Windows-made files write images\\a.jpg; on Linux a backslash in a file name is next to unheard of
+        candidate = Path(path.replace("\\", "/") if "/" not in path else path)
         tries = [(None, candidate)] if candidate.is_absolute() else [(d, d / candidate) for d in self.base_dirs]
         refusal = None
         for base, option in tries:
-            found = self._check_place(Path(os.path.normpath(option)), path)
+            try:
+                found = self._check_place(Path(os.path.normpath(option)), path)
+            except OSError as e:  # a name too long for the file system, a permission denied on the way
+                found = _Verdict(None, P.UNREADABLE_IMAGE, f"image {path!r} cannot be looked up: {e.strerror or e}",
+                                 "check the path")
             if isinstance(found, Path):
                 return found, base
             refusal = refusal or found
@@ -176,7 +182,7 @@ def check_image_bytes(data: bytes, label: str, max_pixels: int,
                 fmt, (w, h) = im.format, im.size
         except Image.DecompressionBombError as e:
             return None, _too_large(label, str(e))
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        except Exception:  # UnidentifiedImageError, OSError, SyntaxError, EOFError, struct.error... on damage
             return None, _Verdict(None, P.UNSUPPORTED_IMAGE,
                                   f"{label!r} is not an image Pillow can read (unknown type or damaged header)",
                                   f"use one of {', '.join(sorted(EXTENSIONS))}")

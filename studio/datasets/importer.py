@@ -133,7 +133,7 @@ def build(upload: Path, stage: Path, options: ImportOptions, workspace_root: Pat
     except DatasetImportError:
         raise
     except Exception as e:  # no input may end in a traceback: say what broke, and where
-        raise DatasetImportError([Problem(upload.name, None, None, P.BAD_SOURCE,
+        raise DatasetImportError([Problem(upload.name, None, None, P.INTERNAL,
                                           f"the file could not be imported ({type(e).__name__}: {e})",
                                           "check the file; if it looks right, report this message")]) from e
     shutil.rmtree(stage / EXTRACT_DIR, ignore_errors=True)
@@ -351,14 +351,15 @@ class _Builder:
         self.c["rows_read"] += 1
         try:
             row, probs = self._convert(rec)
+            line = dumps(row) if not probs else ""
+            line.encode("utf-8")  # the row is written as UTF-8: a value that cannot be fails here, not there
         except Exception as e:  # a converter bug must cost one row, not the import, and never a traceback
-            row, probs = None, [Problem(self.source.display, rec.row, None, P.BAD_VALUE,
-                                        f"row could not be converted ({type(e).__name__}: {e})",
-                                        "check this row's structure", rec.line)]
+            probs = [Problem(self.source.display, rec.row, None, P.INTERNAL,
+                             f"row could not be converted ({type(e).__name__}: {e})",
+                             "check this row's structure", rec.line)]
         if probs:
             self._reject(rec, probs)
             return True
-        line = dumps(row)
         if self.options.dedupe:
             first = self._first_row_with(line, rec.row)
             if first != rec.row:

@@ -39,6 +39,7 @@ NUL_BYTE = "nul_byte"
 IMAGE_SHAPE = "image_shape"
 SYMLINK = "symlink"
 MISSING_COLUMN = "missing_column"
+INTERNAL = "internal_error"  # an input the importer did not foresee: reported, never a traceback
 
 
 @dataclass(frozen=True)

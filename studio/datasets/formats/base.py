@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from studio.datasets import problems as P
 from studio.datasets.canonical import Draft, ImageRef, Turn
 from studio.datasets.problems import RowProblems
+from studio.datasets.values import parse_int
 
 # ShareGPT-style speaker names -> canonical roles. Tool calls are assistant output; tool results
 # (observations) come back in the user's position, which keeps the user/assistant alternation the
@@ -71,9 +72,21 @@ def list_field(row: dict[str, Any], key: str, ctx: Context, required: bool = Tru
         return None
     if hasattr(value, "tolist"):  # numpy arrays from Parquet readers
         value = value.tolist()
+    value = json_list(value)
     if not isinstance(value, list):
         ctx.problems.add(key, P.BAD_VALUE, f"`{key}` is a {type(value).__name__}, expected a list", "")
         return None
+    return value
+
+
+def json_list(value: Any) -> Any:
+    """A list written as JSON text in a table cell (CSV exports of chat data) becomes the list."""
+    if isinstance(value, str) and value.lstrip().startswith("["):
+        try:
+            parsed = json.loads(value, parse_int=parse_int)
+        except (ValueError, RecursionError):
+            return value
+        return parsed if isinstance(parsed, list) else value
     return value
 
 
@@ -85,6 +98,7 @@ def image_refs(value: Any, key: str, ctx: Context) -> list[ImageRef]:
     """``images``: a list (or one) of paths, or Hugging Face image structs ``{"bytes", "path"}``."""
     if value is None or value == "" or value == []:
         return []
+    value = json_list(value)
     items = value if isinstance(value, list) else [value]
     refs = []
     for i, item in enumerate(items):
