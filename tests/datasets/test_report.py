@@ -86,3 +86,13 @@ def test_datasets_tab_image_root_field(db, tmp_path):
     assert "Not imported" in message
     message, _ = run_import(db, str(received), *args, "uploads/photos")
     assert "**Imported" in message and "1 images" in message and "Images found in uploads/photos (1)" in message
+
+
+def test_datasets_tab_lists_skipped_rows(db, tmp_path):
+    from ui.tabs.datasets import run_import
+
+    received = write_json(tmp_path / "gradio" / "some_bad.json", rows(2) + [{"instruction": "x", "output": ""}])
+    message, table = run_import(db, str(received), "", "auto-detect", 0, True, 0, True, "Describe this image.", "", "")
+    assert "1 bad rows skipped" in message and "3 rows read -> 2 imported: 1 bad row skipped (1 empty_turn)" in message
+    assert table["visible"] and table["value"].values.tolist() == [
+        ["some_bad.json row 3, field `output`", "turn 2 (assistant) is empty", "write the text of this turn or remove the turn"]]
