@@ -94,7 +94,7 @@ def cmd_import(args) -> int:
                             image_root=_image_root(args.image_root),
                             rows=RowLimits(max_text_bytes=args.max_text_kib * 1024))
     try:
-        result = import_dataset(db, args.file, options, external=args.copy)
+        result = import_dataset(db, _data_path(args.file, db.workspace.root), options, external=args.copy)
     except OutsideWorkspaceError as e:
         print(f"error: {e} (or pass --copy)", file=sys.stderr)
         return EXIT_REFUSED
@@ -123,6 +123,16 @@ def print_report(result) -> None:
     for x in r.dropped:
         if x["reason"] == "over_limit":
             print(f"rows {x['rows']} were left out: over the row limit of {d.num_rows}")
+
+
+def _data_path(given: str, workspace_root: Path) -> str:
+    """Relative to the workspace (as the services read it), or else to where the command runs."""
+    path = Path(given).expanduser()
+    if path.is_absolute():
+        return str(path)
+    if (workspace_root / path).exists() or not path.exists():
+        return str(workspace_root / path)
+    return str(path.resolve())
 
 
 def _image_root(given: str | None) -> str | None:

@@ -71,3 +71,14 @@ def test_refused_copy_of_a_zip_leaves_nothing(settings, db, tmp_path, capsys):
     assert run("dataset", "import", str(bad), "--copy") == cli.EXIT_REFUSED
     assert "turn 2 (assistant) is empty" in capsys.readouterr().err
     assert_nothing_left(db)
+
+
+def test_relative_paths_are_read_from_the_workspace_or_else_the_current_folder(settings, db, tmp_path, monkeypatch,
+                                                                             capsys):
+    repo = db.workspace.uploads_dir / "repo"
+    data = make_repo(repo)
+    monkeypatch.chdir(tmp_path)  # the workspace is tmp_path/workspace
+    relative_to_here = str(data.relative_to(tmp_path))
+    assert run("dataset", "import", relative_to_here, "--image-root", str(repo.relative_to(tmp_path))) == 0
+    assert run("dataset", "import", str(data.relative_to(db.workspace.root))) == 0  # searches up to uploads/repo
+    assert [d.num_images for d in list_datasets(db)] == [2, 2]
