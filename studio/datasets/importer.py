@@ -441,7 +441,8 @@ class _Builder:
             num_validation=n_val, skipped=self.c["skipped"], skipped_by_code=dict(self.skipped_by_code),
             duplicates_removed=self.c["duplicates"], limit_reached=bool(self.c["limit_reached"]),
             rows_over_limit=self.c["over_limit"], dropped=self.dropped, dropped_total=self.c["dropped"],
-            images_found_in=self._images_found_in(), turns=self.c["turns"], image_refs=self.c["image_refs"], num_images=len(self.referenced),
+            images_found_in=self._images_found_in(), turns=self.c["turns"], image_refs=self.c["image_refs"],
+            num_images=len(self.referenced),
             problems=[p.to_dict() for p in self.problems[:MAX_REPORTED_PROBLEMS]],
             problems_total=self.problem_count, warnings=self._warnings(), options=self.options.to_dict())
 
@@ -496,6 +497,8 @@ class _Builder:
         if self.source.folder is not None:
             out += [f"caption {name!r} has no image with the same name; ignored"
                     for name in orphan_captions(self.source.folder)[:100]]
+            out += [f"{name!r} is a symbolic link; links are not followed, so it was left out"
+                    for name in symlinks(self.source.folder)[:100]]
         if self.problem_count > len(self.problems):
             out.append(f"{self.problem_count} problems found; the first {len(self.problems)} are listed")
         return out

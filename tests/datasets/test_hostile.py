@@ -199,3 +199,14 @@ def test_good_rows_around_hostile_ones_import_in_skip_mode(db):
     r = import_dataset(db, write_jsonl(up / "mixed.jsonl", rows), ImportOptions(on_error="skip", format="messages"))
     assert r.dataset.num_rows == 2 and r.report.skipped == 3
     assert len(list(read_canonical(db, r.dataset.id))) == 2
+
+
+def test_linked_image_in_an_image_folder_is_left_out_with_a_warning(db, tmp_path):
+    folder = db.workspace.uploads_dir / "photos"
+    write(folder / "real.png", png_bytes())
+    write(folder / "real.txt", "A blue square.")
+    (folder / "linked.png").symlink_to(write(tmp_path / "private.png", png_bytes(color="red")))
+    write(folder / "linked.txt", "A red square.")
+    r = import_dataset(db, folder)
+    assert (r.dataset.num_rows, r.dataset.num_images) == (1, 1)
+    assert any("'linked.png' is a symbolic link" in w for w in r.report.warnings)
