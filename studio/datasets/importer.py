@@ -24,6 +24,7 @@ from studio.datasets.canonical import Draft, bind_placeholders, check_turns, dum
 from studio.datasets.files import FileUnreadable, Record, is_data_file, read_records
 from studio.datasets.folder import caption_records, data_files, image_files, orphan_captions, symlinks, visible_files
 from studio.datasets.formats import FORMATS, Context, describe_formats, detect_format
+from studio.datasets.formats.base import refuse_unsupported_media
 from studio.datasets.images import ImageStore
 from studio.datasets.options import ImportOptions
 from studio.datasets.problems import DatasetImportError, Problem, RowProblems
@@ -377,8 +378,12 @@ class _Builder:
         check_row(rec.data, self.options.rows, probs)
         if probs:
             return None, probs.items
-        draft = self.fmt.convert(apply_map(rec.data, self.options.column_map),
-                                 Context(probs, self.options.instruction))
+        data = apply_map(rec.data, self.options.column_map)
+        ctx = Context(probs, self.options.instruction)
+        refuse_unsupported_media(data, ctx)
+        if probs:
+            return None, probs.items
+        draft = self.fmt.convert(data, ctx)
         if draft is None:
             return None, probs.items
         bind_placeholders(draft, probs)

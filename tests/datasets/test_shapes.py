@@ -138,3 +138,18 @@ def test_unknown_shape_names_fields_seen_and_closest_format(db):
     assert p.code == "unknown_format" and "fields seen: answer, instruction" in p.message
     assert "closest: alpaca (lacks `output`)" in p.message
     assert nothing_written(db)
+
+
+def test_rows_with_videos_are_refused_not_imported_as_text(db):
+    """LLaMA-Factory's mllm_video_demo / lmms-finetune's video.json: the studio trains on images only."""
+    up = db.workspace.uploads_dir
+    rows = [{"messages": [{"role": "user", "content": "<video>What happens?"},
+                          {"role": "assistant", "content": "A dance."}], "videos": ["mllm_demo_data/1.mp4"]},
+            {"video": "clip.mp4", "conversations": [{"from": "human", "value": "<video>?"}, {"from": "gpt", "value": "!"}]}]
+    for i, row in enumerate(rows):
+        with pytest.raises(DatasetImportError) as e:
+            import_dataset(db, write_json(up / f"video{i}.json", [row]))
+        (p,) = e.value.problems
+        assert (p.row, p.code, p.field) == (1, "bad_value", "videos" if i == 0 else "video")
+        assert "only text and images" in p.message
+    assert nothing_written(db)

@@ -79,6 +79,18 @@ def list_field(row: dict[str, Any], key: str, ctx: Context, required: bool = Tru
     return value
 
 
+# Media the studio cannot train on: a row that names them is refused rather than imported without
+# them (a model trained on the text alone would learn to answer about videos it never saw).
+UNSUPPORTED_MEDIA = ("videos", "video", "audios", "audio")
+
+
+def refuse_unsupported_media(row: dict[str, Any], ctx: Context) -> None:
+    for key in UNSUPPORTED_MEDIA:
+        if row.get(key) not in (None, "", []):
+            ctx.problems.add(key, P.BAD_VALUE, f"row has `{key}`; only text and images can be trained on",
+                             "leave out the rows with videos or audio (or turn videos into image frames)")
+
+
 def json_list(value: Any) -> Any:
     """A list written as JSON text in a table cell (CSV exports of chat data) becomes the list."""
     if isinstance(value, str) and value.lstrip().startswith("["):
