@@ -45,7 +45,7 @@ def check_zip(path: Path, display: str, limits: ArchiveLimits) -> list[Problem]:
 
 def _duplicates(infos: list[zipfile.ZipInfo], display: str) -> list[Problem]:
     """Two entries with one name: which one wins depends on the tool that extracts, so refuse."""
-    names = Counter(_normal(i.filename) for i in infos if not i.is_dir())
+    names = Counter(_normal(i.filename) for i in infos if not i.is_dir() and not _is_junk(i.filename))
     return [Problem(display, None, name, P.UNSAFE_ARCHIVE, f"entry {name!r} appears {n} times in the archive",
                     "re-create the archive so that every file name appears once")
             for name, n in names.items() if n > 1]

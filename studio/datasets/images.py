@@ -56,6 +56,7 @@ class ImageStore:
         self.max_pixels, self.max_aspect_ratio = max_pixels, max_aspect_ratio
         self.missing_hint = missing_hint or "check the path; it is read relative to the data file's folder"
         self._by_path: dict[Path, _Verdict] = {}
+        self._by_name: dict[str, tuple[Path, Path | None] | _Verdict] = {}
         self.stored: set[str] = set()
         self.sources: dict[str, str] = {}  # original path -> stored name (kept in original/images.json)
         self.found_in: dict[str, Path | None] = {}  # stored name -> the base folder its file was found in
@@ -82,7 +83,9 @@ class ImageStore:
         if path.startswith(("http://", "https://", "ftp://")):
             return _Verdict(None, P.REMOTE_IMAGE, f"image {path!r} is a web address",
                             "download the images and put them next to the data file (the studio works offline)")
-        resolved = self._resolve(path)
+        if path not in self._by_name:  # rows name the same images again and again: search once per name
+            self._by_name[path] = self._resolve(path)
+        resolved = self._by_name[path]
         if isinstance(resolved, _Verdict):
             return resolved
         file, base = resolved
