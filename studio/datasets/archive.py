@@ -138,9 +138,14 @@ def _copy_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, displ
         from studio.datasets.problems import DatasetImportError
 
         raise DatasetImportError([Problem(display, None, info.filename, P.PARSE_ERROR,
-                                          f"entry {info.filename!r} cannot be extracted: {e}",
+                                          f"entry {info.filename!r} cannot be extracted: {_reason(e)}",
                                           "the archive is damaged; re-create it")]) from None
     return n
+
+
+def _reason(e: Exception) -> str:
+    """Without the extraction folder's path: it is ours, not the person's."""
+    return e.strerror if isinstance(e, OSError) and e.strerror else str(e)
 
 
 def _limit(display: str, message: str):
