@@ -2,6 +2,7 @@
 
     python -m studio dataset import uploads/data.json --val-fraction 0.1 --dedupe
     python -m studio dataset import ~/photos.zip --copy --instruction "Caption this photo."
+    python -m studio dataset import ~/llava/data.json --copy --image-root ~/llava/images
     python -m studio dataset list
     python -m studio dataset show 3 --rows 2
     python -m studio dataset delete 3
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -42,7 +42,7 @@ def _with_workspace(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def _add_import(sub) -> None:
     from studio.datasets.formats import FORMAT_NAMES
-    from studio.datasets.options import DEFAULT_INSTRUCTION
+    from studio.datasets.options import DEFAULT_INSTRUCTION, RowLimits
 
     p = _with_workspace(sub.add_parser("import", help="import a data file, folder or zip"))
     p.add_argument("file", help="data file, folder or .zip (inside the workspace, or use --copy)")
@@ -56,7 +56,14 @@ def _add_import(sub) -> None:
     p.add_argument("--instruction", default=DEFAULT_INSTRUCTION, help="user prompt for caption data")
     p.add_argument("--map", action="append", default=[], metavar="COL=FIELD",
                    help="rename a column to a format field, e.g. --map prompt=instruction (repeatable)")
-    p.add_argument("--copy", action="store_true", help="copy a file from outside the workspace into uploads/ first")
+    p.add_argument("--image-root", metavar="FOLDER",
+                   help="folder that relative image paths are read from (like LLaVA's --image_folder); default: "
+                        "the data file's folder, then its parent folders up to the upload's root")
+    p.add_argument("--max-text-kib", type=int, default=RowLimits.max_text_bytes // 1024,
+                   help="longest text field accepted, in KiB (default %(default)s)")
+    p.add_argument("--copy", action="store_true",
+                   help="import a file or folder from outside the workspace: the data and the images its rows "
+                        "name are copied into the dataset (nothing is left behind if the import fails)")
     p.set_defaults(func=cmd_import)
 
 
@@ -77,43 +84,63 @@ def parse_map(items: list[str]) -> dict[str, str]:
 
 
 def cmd_import(args) -> int:
-    from studio.datasets import DatasetImportError, ImportOptions, import_dataset
+    from studio.datasets import DatasetImportError, ImportOptions, RowLimits, import_dataset
     from storage.workspace import OutsideWorkspaceError
 
     db = _open_db(args)
     options = ImportOptions(name=args.name, format=args.format, column_map=parse_map(args.map),
                             instruction=args.instruction, val_fraction=args.val_fraction, seed=args.seed,
-                            dedupe=args.dedupe, limit=args.limit, on_error="skip" if args.skip_bad_rows else "fail")
+                            dedupe=args.dedupe, limit=args.limit, on_error="skip" if args.skip_bad_rows else "fail",
+                            image_root=_image_root(args.image_root),
+                            rows=RowLimits(max_text_bytes=args.max_text_kib * 1024))
     try:
-        source = _copy_in(db, args.file) if args.copy else args.file
-        result = import_dataset(db, source, options)
+        result = import_dataset(db, _data_path(args.file, db.workspace.root), options, external=args.copy)
     except OutsideWorkspaceError as e:
         print(f"error: {e} (or pass --copy)", file=sys.stderr)
         return EXIT_REFUSED
     except DatasetImportError as e:
         print(e, file=sys.stderr)
         return EXIT_REFUSED
+    print_report(result)
+    return 0
+
+
+def print_report(result) -> None:
     d, r = result.dataset, result.report
     print(f"imported dataset {d.id} {d.name!r}: {d.num_rows} rows ({d.num_train} train, {d.num_validation} "
           f"validation), format {d.format}, {d.num_images} images")
+    print(r.accounting())
+    if r.images_note():
+        print(r.images_note())
     if r.skipped:
         print(f"skipped {r.skipped} bad rows: {r.skipped_by_code}")
         for p in r.problems[:10]:
             print(f"  {p['file']} row {p['row']}: {p['message']}")
     if r.duplicates_removed:
-        print(f"removed {r.duplicates_removed} duplicate rows")
-    return 0
+        pairs = [f"row {x['row']} = row {x['of_row']}" for x in r.dropped if x["reason"] == "duplicate"]
+        more = f", ... ({r.duplicates_removed - 10} more in the report)" if len(pairs) > 10 else ""
+        print(f"removed {r.duplicates_removed} duplicate rows: {', '.join(pairs[:10])}{more}")
+    for x in r.dropped:
+        if x["reason"] == "over_limit":
+            print(f"rows {x['rows']} were left out: over the row limit of {d.num_rows}")
 
 
-def _copy_in(db, file: str) -> Path:
-    src = Path(file).expanduser().resolve()
-    if not src.exists():
-        raise SystemExit(f"{file} does not exist")
-    target = db.workspace.uploads_dir / src.name
-    if target.exists():
-        raise SystemExit(f"{target} already exists; import it directly or rename the file")
-    (shutil.copytree if src.is_dir() else shutil.copy2)(src, target)
-    return target
+def _data_path(given: str, workspace_root: Path) -> str:
+    """Relative to the workspace (as the services read it), or else to where the command runs."""
+    path = Path(given).expanduser()
+    if path.is_absolute():
+        return str(path)
+    if (workspace_root / path).exists() or not path.exists():
+        return str(workspace_root / path)
+    return str(path.resolve())
+
+
+def _image_root(given: str | None) -> str | None:
+    """A folder named on the command line is relative to where the command runs."""
+    if given is None:
+        return None
+    path = Path(given).expanduser()
+    return str(path.resolve()) if not path.is_absolute() and path.exists() else str(path)
 
 
 def cmd_list(args) -> int:

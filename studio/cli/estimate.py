@@ -3,6 +3,8 @@
     python -m studio estimate model qwen2.5-7b --method lora --batch 1 --seq 2048 --gpu 4090
     python -m studio estimate model ./my-model --method qlora --gradient-checkpointing --json
     python -m studio estimate model qwen2.5-vl-7b --images 1 --max-pixels 1003520 --gpu "A100 80"
+    python -m studio estimate model qwen2.5-7b --seq 4096 --dataset 3      # for the data of dataset #3
+    python -m studio estimate model llama-3.2-3b --targets q_proj,v_proj --rank 32 --batch 4 --seq 768
     python -m studio estimate model llama-3.1-8b --inference --seq 8192
     python -m studio estimate published     # estimator vs published, measured peaks
     python -m studio estimate models | cards
@@ -47,11 +49,13 @@ def _add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="hub id or alias of a bundled config, or a model folder / config.json path")
     p.add_argument("--method", default="lora", choices=["lora", "qlora", "adalora", "dora", "full"])
     p.add_argument("--rank", type=int, default=16, help="LoRA rank (AdaLoRA: target rank)")
-    p.add_argument("--targets", default="all-linear", choices=["attention", "all-linear"])
+    p.add_argument("--targets", default="all-linear", type=_targets,
+                   help='"attention" (q/k/v/o), "all-linear", or module names separated by commas, e.g. q_proj,v_proj')
     p.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"])
     p.add_argument("--bits", type=int, default=4, choices=[4, 8], help="qlora quantization bits")
     p.add_argument("--no-double-quant", action="store_true")
-    p.add_argument("--optimizer", default="adamw", choices=["adamw", "adamw_8bit", "paged_adamw_8bit"])
+    p.add_argument("--optimizer", default="adamw", choices=["adamw", "adamw_fused", "adamw_8bit", "paged_adamw_8bit"],
+                   help="adamw: torch's default (foreach, one state-sized temporary in step); adamw_fused: fused kernel")
     p.add_argument("--batch", type=int, default=1, help="per-device batch size")
     p.add_argument("--accum", type=int, default=1, help="gradient accumulation steps")
     p.add_argument("--seq", type=int, default=2048, help="cut-off length in tokens (inference: context length)")
@@ -62,13 +66,34 @@ def _add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tune-vision", action="store_true", help="train the vision tower too")
     p.add_argument("--gpus", type=int, default=1)
     p.add_argument("--strategy", default="ddp", choices=["ddp", "fsdp"])
-    p.add_argument("--master-weights", action="store_true", help="full FT: fp32 master weights + fp32 Adam states")
+    p.add_argument("--master-weights", action="store_true",
+                   help="full FT: model loaded in fp32, trained with bf16 autocast (fp32 weights, gradients, Adam states)")
+    p.add_argument("--kbit-upcast", action=argparse.BooleanOptionalAction, default=None,
+                   help="qlora: embeddings/LM head in fp32 (peft's prepare_model_for_kbit_training alone); "
+                        "default: as the trainer does it")
+    p.add_argument("--trainer", default="hf", choices=["hf", "trl-sft"],
+                   help="hf: the model's logits + cross-entropy (peers' recipes); trl-sft: the studio's TRL recipe")
+    p.add_argument("--dataset", type=int, help="estimate for this studio dataset's longest batch (its token "
+                                               "statistics must have been computed)")
+    p.add_argument("--stats", help="estimate for the data described by this token-statistics JSON file")
+    p.add_argument("--padding-free", action="store_true", help="rows of a batch concatenated without padding")
+    p.add_argument("--packing", action="store_true", help="rows packed up to the cut-off (implies padding-free)")
     p.add_argument("--gpu", help='a card for the verdict, e.g. "4090", "A100 80", "h200"; or a size like 24GB')
     p.add_argument("--inference", action="store_true", help="chat/generation memory instead of training")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
-def request_from_args(args) -> "EstimateRequest":
+def _targets(text: str):
+    """"attention" / "all-linear" as they are, anything else as a tuple of module names."""
+    if text in ("attention", "all-linear"):
+        return text
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("targets: give attention, all-linear or module names like q_proj,v_proj")
+    return names
+
+
+def request_from_args(args, data=None) -> "EstimateRequest":
     from studio.estimate import EstimateRequest, load_config
 
     return EstimateRequest(
@@ -77,7 +102,26 @@ def request_from_args(args) -> "EstimateRequest":
         batch_size=args.batch, grad_accum=args.accum, seq_len=args.seq,
         gradient_checkpointing=args.gradient_checkpointing, attention=args.attention, max_pixels=args.max_pixels,
         images_per_sample=args.images, tune_vision=args.tune_vision, num_gpus=args.gpus, strategy=args.strategy,
-        master_weights=args.master_weights)
+        master_weights=args.master_weights, kbit_fp32_upcast=args.kbit_upcast, trainer=args.trainer, data=data,
+        padding_free=args.padding_free or args.packing, packing=args.packing)
+
+
+def data_from_args(args):
+    """The token lengths named by ``--stats FILE`` or ``--dataset ID`` (None when neither)."""
+    from studio.estimate.data import TokenLengths
+
+    if args.stats:
+        try:
+            with open(args.stats, encoding="utf-8") as fh:
+                return TokenLengths.from_stats(json.load(fh))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"--stats {args.stats}: {exc}") from exc
+    if args.dataset is None:
+        return None
+    from storage.db import Database
+    from studio.estimate.data import stored_statistics
+
+    return TokenLengths.from_stats(stored_statistics(Database.open(), args.dataset))
 
 
 def _capacity(gpu: str) -> tuple[str, int]:
@@ -102,9 +146,9 @@ def cmd_model(args) -> int:
                                      attention=args.attention, images=args.images, max_pixels=args.max_pixels)
             req = None
         else:
-            req = request_from_args(args)
+            req = request_from_args(args, data_from_args(args))
             est = estimate(req)
-    except (EstimateError, UnknownModel, KeyError) as exc:
+    except (EstimateError, UnknownModel, KeyError, ValueError, LookupError) as exc:
         print(f"error: {exc}")
         return 2
     capacity = _capacity(args.gpu) if args.gpu else None
@@ -121,7 +165,9 @@ def _json(est, req, capacity) -> dict:
     out = est.as_dict()
     if capacity:
         name, cap = capacity
-        out["gpu"] = {"name": name, "capacity_bytes": cap, "verdict": verdict(est.total_bytes, cap)}
+        out["gpu"] = {"name": name, "capacity_bytes": cap, "verdict": verdict(est.total_bytes, cap, est.band)}
+        if est.worst_case_bytes is not None and est.worst_case_bytes != est.total_bytes:
+            out["gpu"]["worst_case_verdict"] = verdict(est.worst_case_bytes, cap, est.band)
         if req is not None:
             out["suggestions"] = [{"change": s.change, "total_bytes": s.estimate.total_bytes, "verdict": s.verdict}
                                   for s in suggestions(req, cap)]
@@ -132,6 +178,8 @@ def _text(args, est, req, capacity) -> str:
     from studio.estimate import describe, smallest_card, verdict
 
     what = "inference" if req is None else f"{args.method}, batch {args.batch} x {args.seq} tokens"
+    if req is not None and req.data is not None:
+        what += ", for the dataset's longest batch"
     lines = [f"{args.name} ({what}); parameters: {est.params.get('total', 0) / 1e9:.2f} B"
              + (f", trainable {est.params['trainable'] / 1e6:.1f} M" if "trainable" in est.params else ""),
              est.table()]
@@ -140,7 +188,7 @@ def _text(args, est, req, capacity) -> str:
     lines.append(f"smallest listed card that fits: {card.name if card else 'none (needs more than one GPU)'}")
     if capacity:
         name, cap = capacity
-        lines.append(f"on {name}: " + (describe(req, cap) if req is not None else verdict(est.total_bytes, cap)))
+        lines.append(f"on {name}: " + (describe(req, cap) if req is not None else verdict(est.total_bytes, cap, est.band)))
     return "\n".join(lines)
 
 

@@ -3,6 +3,7 @@
     python -m studio export run:3 --merged --dtype bf16          # queue it; a running worker builds it
     python -m studio export adapter:5 --adapter --inline          # build it now, in this process
     python -m studio export 3 --merged --shard-size 500MB --inline
+    python -m studio export run:3 --gguf q8_0 --inline            # one GGUF file + Ollama Modelfile
 
 RUN_OR_ADAPTER is ``run:ID`` (that run's newest adapter), ``adapter:ID``, or a bare number (a run
 id). With ``--inline`` the export is built and verified here and the archive's path, size and
@@ -19,7 +20,7 @@ EXIT_FAILED, EXIT_REFUSED = 1, 2
 
 
 def register(subparsers) -> None:
-    from studio.export.options import DEFAULT_SHARD_SIZE, DEVICES
+    from studio.export.options import DEFAULT_SHARD_SIZE, DEVICES, GGUF_TYPES
 
     p = subparsers.add_parser("export", help="merge an adapter into its base model, or package the adapter alone")
     p.add_argument("target", metavar="RUN_OR_ADAPTER", help="run:ID, adapter:ID, or a run id")
@@ -28,6 +29,9 @@ def register(subparsers) -> None:
                       help="a standalone model: the adapter merged into the full-precision base")
     kind.add_argument("--adapter", dest="kind", action="store_const", const="adapter",
                       help="the adapter alone (load it on the base with peft)")
+    kind.add_argument("--gguf", dest="gguf_type", metavar="TYPE", type=str.lower, choices=GGUF_TYPES,
+                      help=f"the merged model as one GGUF file for llama.cpp / Ollama / LM Studio: "
+                           f"{', '.join(GGUF_TYPES)} (text models: Llama family, Qwen2/2.5)")
     p.add_argument("--dtype", default="auto",
                    help="weights of the merged model: auto (the base's), bf16, fp16 or fp32 (default auto)")
     p.add_argument("--shard-size", default=DEFAULT_SHARD_SIZE,
@@ -48,8 +52,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     try:
         try:
             adapter_id = service.resolve_adapter(db, args.target)
-            export_id = service.start_export(db, adapter_id, kind=args.kind, dtype=args.dtype,
-                                             shard_size=args.shard_size, device=args.device)
+            kind = "gguf" if args.gguf_type else args.kind
+            export_id = service.start_export(db, adapter_id, kind=kind, dtype=args.dtype,
+                                             shard_size=args.shard_size, device=args.device, gguf_type=args.gguf_type)
         except (ExportError, ExportOptionsError, ValueError) as e:
             print(f"error: {e}", file=sys.stderr)
             return EXIT_REFUSED
@@ -86,7 +91,8 @@ def _summary(db, info) -> dict:
     if info.downloadable:
         out.update(archive=str(db.workspace.root / info.path), folder=str(db.workspace.root / info.folder),
                    size_bytes=info.size_bytes, sha256=info.sha256)
-    for key in ("dtype", "max_abs_diff", "tolerance", "greedy_match", "timings_s"):
+    for key in ("dtype", "max_abs_diff", "tolerance", "greedy_match", "gguf_type", "gguf_file", "top1_agreement",
+                "positions", "timings_s"):
         if key in v:
             out[key] = v[key]
     return out
@@ -100,6 +106,12 @@ def _print_summary(s: dict) -> None:
     print(f"  archive: {s['archive']} ({s['size_bytes'] / 2**20:.1f} MiB)")
     print(f"  sha256:  {s['sha256']}")
     print(f"  folder:  {s['folder']}")
-    if "max_abs_diff" in s:
+    if s.get("gguf_file"):
+        tolerance = f", tolerance {s['tolerance']:.2e}" if s.get("tolerance") is not None else ""
+        print(f"  gguf:    {s['gguf_file']} ({s['gguf_type']}) read back with transformers: max logit difference to "
+              f"the merged model {s['max_abs_diff']:.3g}{tolerance}; top-1 agreement {s['top1_agreement']:.1%} "
+              f"over {s['positions']} positions; tokenizer ids identical")
+        print("  run it:  ollama create NAME -f Modelfile   (in the folder; see README.md for llama.cpp, LM Studio)")
+    elif "max_abs_diff" in s:
         print(f"  max logit difference {s['max_abs_diff']:.2e} ({s['dtype']}, tolerance {s['tolerance']:.2e}); "
               f"greedy outputs {'identical' if s.get('greedy_match') else 'differ'}")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import stat
 import zipfile
+import zlib
+from collections import Counter
 from pathlib import Path, PurePosixPath
 
 from studio.datasets import problems as P
@@ -19,6 +21,10 @@ JUNK_PREFIXES = ("__MACOSX/",)
 JUNK_NAMES = (".DS_Store", "Thumbs.db")
 SMALL_ENTRY = 1024 * 1024  # tiny files compress extremely well; don't flag them for their ratio
 CHUNK = 1024 * 1024
+# What zipfile raises on damaged or unusual archives: bad CRC (BadZipFile), truncated data (EOFError,
+# zlib.error), compression methods it lacks (NotImplementedError), passwords (RuntimeError).
+ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, zlib.error, NotImplementedError,
+              RuntimeError, ValueError)
 
 
 def is_zip(path: Path) -> bool:
@@ -30,11 +36,23 @@ def check_zip(path: Path, display: str, limits: ArchiveLimits) -> list[Problem]:
     try:
         with zipfile.ZipFile(path) as zf:
             infos = zf.infolist()
-    except (zipfile.BadZipFile, OSError) as e:
+    except ZIP_ERRORS as e:
         return [Problem(display, None, None, P.PARSE_ERROR, f"not a readable zip archive: {e}",
                         "re-create the archive (zip -r data.zip folder/)")]
     found = [p for info in infos for p in _check_entry(info, display, limits)]
-    return found + _check_totals(infos, display, limits)
+    return found + _duplicates(infos, display) + _check_totals(infos, display, limits)
+
+
+def _duplicates(infos: list[zipfile.ZipInfo], display: str) -> list[Problem]:
+    """Two entries with one name: which one wins depends on the tool that extracts, so refuse."""
+    names = Counter(_normal(i.filename) for i in infos if not i.is_dir() and not _is_junk(i.filename))
+    return [Problem(display, None, name, P.UNSAFE_ARCHIVE, f"entry {name!r} appears {n} times in the archive",
+                    "re-create the archive so that every file name appears once")
+            for name, n in names.items() if n > 1]
+
+
+def _normal(name: str) -> str:
+    return str(PurePosixPath(name.replace("\\", "/")))
 
 
 def _check_entry(info: zipfile.ZipInfo, display: str, limits: ArchiveLimits) -> list[Problem]:
@@ -44,7 +62,9 @@ def _check_entry(info: zipfile.ZipInfo, display: str, limits: ArchiveLimits) -> 
     def bad(code: str, message: str, hint: str) -> None:
         found.append(Problem(display, None, name, code, message, hint))
 
-    if _unsafe_name(name):
+    if "\0" in name:
+        bad(P.UNSAFE_ARCHIVE, f"entry {name!r} has a NUL byte in its name", "rename the file and re-create the archive")
+    elif _unsafe_name(name):
         bad(P.UNSAFE_ARCHIVE, f"entry {name!r} points outside the archive folder (absolute path or '..')",
             "re-create the archive from inside the data folder with relative paths")
     if stat.S_ISLNK(info.external_attr >> 16):
@@ -90,7 +110,8 @@ def _is_junk(name: str) -> bool:
 
 
 def extract_zip(path: Path, dest: Path, display: str, limits: ArchiveLimits) -> None:
-    """Extract a checked archive into ``dest``; stops if an entry grows past its declared size."""
+    """Extract a checked archive into ``dest``; stops if an entry grows past its declared size or
+    cannot be read (bad CRC, truncated, unsupported compression)."""
     dest = dest.resolve()
     written = 0
     with zipfile.ZipFile(path) as zf:
@@ -100,19 +121,31 @@ def extract_zip(path: Path, dest: Path, display: str, limits: ArchiveLimits) -> 
             target = (dest / info.filename.replace("\\", "/")).resolve()
             if dest not in target.parents:  # defence in depth; check_zip already refused these
                 raise _limit(display, f"entry {info.filename!r} escapes the extraction folder")
-            target.parent.mkdir(parents=True, exist_ok=True)
             written += _copy_member(zf, info, target, display, limits.max_total_bytes - written)
 
 
 def _copy_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, display: str, budget: int) -> int:
     n = 0
-    with zf.open(info) as src, target.open("wb") as out:
-        while chunk := src.read(CHUNK):
-            n += len(chunk)
-            if n > info.file_size or n > budget:
-                raise _limit(display, f"entry {info.filename!r} expands beyond its declared size")
-            out.write(chunk)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)  # fails when a file has the folder's name
+        with zf.open(info) as src, target.open("wb") as out:
+            while chunk := src.read(CHUNK):
+                n += len(chunk)
+                if n > info.file_size or n > budget:
+                    raise _limit(display, f"entry {info.filename!r} expands beyond its declared size")
+                out.write(chunk)
+    except ZIP_ERRORS as e:
+        from studio.datasets.problems import DatasetImportError
+
+        raise DatasetImportError([Problem(display, None, info.filename, P.PARSE_ERROR,
+                                          f"entry {info.filename!r} cannot be extracted: {_reason(e)}",
+                                          "the archive is damaged; re-create it")]) from None
     return n
+
+
+def _reason(e: Exception) -> str:
+    """Without the extraction folder's path: it is ours, not the person's."""
+    return e.strerror if isinstance(e, OSError) and e.strerror else str(e)
 
 
 def _limit(display: str, message: str):

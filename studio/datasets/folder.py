@@ -19,6 +19,11 @@ def visible_files(root: Path) -> list[Path]:
                   and not any(part.startswith((".", "__MACOSX")) for part in p.relative_to(root).parts))
 
 
+def symlinks(root: Path) -> list[str]:
+    """Links inside ``root`` (never followed: a link could point anywhere on the machine)."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_symlink())
+
+
 def data_files(root: Path) -> list[Path]:
     return [p for p in visible_files(root) if is_data_file(p)]
 
@@ -43,11 +48,20 @@ def caption_records(root: Path, display: str) -> Iterator[Record]:
 
 def _caption_record(row: int, rel: str, txt: Path, display: str) -> Record:
     where = f"{display}/{rel}" if display else rel
+    if txt.is_symlink():
+        return Record(row, None, problems=[Problem(where, row, "caption", P.SYMLINK,
+                                                   f"caption file {txt.name!r} is a symbolic link; links are not followed",
+                                                   "replace the link with the caption file itself")])
     if not txt.is_file():
         return Record(row, None, problems=[Problem(where, row, "caption", P.MISSING_CAPTION,
                                                    f"no caption file {txt.name!r} next to the image",
                                                    "add a .txt file with the same name, or remove the image")])
-    raw = txt.read_bytes()
+    try:
+        raw = txt.read_bytes()
+    except OSError as e:
+        return Record(row, None, problems=[Problem(where, row, "caption", P.BAD_SOURCE,
+                                                   f"caption file {txt.name!r} cannot be read: {e.strerror or e}",
+                                                   "check the file's permissions")])
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:

@@ -8,6 +8,9 @@ OnError = Literal["fail", "skip"]
 
 DEFAULT_INSTRUCTION = "Describe this image."
 DEFAULT_MAX_IMAGE_PIXELS = 50_000_000  # 50 MP: beyond this a file is treated as a decompression bomb
+# Qwen2-VL/2.5-VL's smart_resize raises "absolute aspect ratio must be smaller than 200" beyond this,
+# which would stop a training run hours in; refuse such images at import instead.
+DEFAULT_MAX_ASPECT_RATIO = 200.0
 
 
 @dataclass(frozen=True)
@@ -20,6 +23,19 @@ class ArchiveLimits:
 
 
 @dataclass(frozen=True)
+class RowLimits:
+    """Checked on every parsed row: values no real dataset needs but hostile files use to crash or
+    bloat a reader (a 20,000-digit number, JSON nested thousands deep, a megabyte in one field)."""
+
+    max_depth: int = 64  # nested arrays/objects in one row; real chat rows with tool schemas stay < 20
+    max_number_digits: int = 64  # digits of one JSON integer
+    max_text_bytes: int = 256 * 1024  # UTF-8 bytes of one text field
+
+    def check(self) -> list[str]:
+        return [f"{name} must be at least 1" for name, value in asdict(self).items() if value < 1]
+
+
+@dataclass(frozen=True)
 class ImportOptions:
     """How to read and convert an upload.
 
@@ -28,6 +44,10 @@ class ImportOptions:
     ``val_fraction``: share of rows held out as ``validation.jsonl`` (seeded, exact count).
     ``limit``: keep at most this many good rows (after dedupe).
     ``on_error``: ``"fail"`` writes nothing if any row is bad; ``"skip"`` imports the good rows.
+    ``image_root``: the folder relative image paths are read from (LLaVA's ``--image_folder``,
+    LLaMA-Factory's ``media_dir``): absolute, or relative to the upload's root (an archive's top,
+    an uploaded folder, the data file's folder) or to the workspace. ``None``: search the data
+    file's folder and its ancestors up to the upload's root.
     """
 
     name: str | None = None
@@ -40,7 +60,10 @@ class ImportOptions:
     limit: int | None = None
     on_error: OnError = "fail"
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO
+    image_root: str | None = None
     archive: ArchiveLimits = field(default_factory=ArchiveLimits)
+    rows: RowLimits = field(default_factory=RowLimits)
 
     def check(self) -> list[str]:
         """Every invalid option at once (for the form), empty when all are fine."""
@@ -59,6 +82,11 @@ class ImportOptions:
             errors.append("name must be 1 to 200 characters")
         if self.max_image_pixels < 1:
             errors.append("max_image_pixels must be positive")
+        if not self.max_aspect_ratio >= 1:
+            errors.append(f"max_aspect_ratio must be at least 1, got {self.max_aspect_ratio}")
+        if self.image_root is not None and ("\0" in self.image_root or not self.image_root.strip()):
+            errors.append("image_root must be a folder path (or left empty)")
+        errors += self.rows.check()
         if not self.instruction.strip():
             errors.append("instruction for captions must not be empty")
         return errors

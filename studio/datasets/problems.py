@@ -32,6 +32,14 @@ MISSING_CAPTION = "missing_caption"
 UNSAFE_ARCHIVE = "unsafe_archive"
 ARCHIVE_LIMIT = "archive_limit"
 BAD_SOURCE = "bad_source"
+TOO_DEEP = "too_deep"
+NUMBER_TOO_LARGE = "number_too_large"
+TEXT_TOO_LONG = "text_too_long"
+NUL_BYTE = "nul_byte"
+IMAGE_SHAPE = "image_shape"
+SYMLINK = "symlink"
+MISSING_COLUMN = "missing_column"
+INTERNAL = "internal_error"  # an input the importer did not foresee: reported, never a traceback
 
 
 @dataclass(frozen=True)

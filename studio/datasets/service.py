@@ -40,18 +40,41 @@ class ImportResult:
 
 
 # -- import -----------------------------------------------------------------------------------------
-def import_dataset(db: Database, source_path: str | os.PathLike, options: ImportOptions | None = None) -> ImportResult:
+def import_dataset(db: Database, source_path: str | os.PathLike, options: ImportOptions | None = None, *,
+                   external: bool = False) -> ImportResult:
     """Import an upload (file, folder or zip inside the workspace) as a new dataset.
+
+    ``external=True`` (the CLI's ``--copy``; never for paths from a browser): the upload may lie
+    outside the workspace; its data and the images its rows name are copied into the dataset, and
+    images are read only below the upload's folder (or the image root the person gave).
 
     Raises ``DatasetImportError`` (nothing written) or ``OutsideWorkspaceError``.
     """
     options = options or ImportOptions()
     ws = db.workspace
-    upload = ws.confine(source_path)
+    upload = Path(source_path).expanduser().resolve() if external else ws.confine(source_path)
     with _stage(ws) as stage:
-        report = importer.build(upload, stage, options, ws.root)
+        report = importer.build(upload, stage, options, ws.root, external=external and not _inside(ws, upload))
         row = _publish(db, stage, _row_fields(ws, upload, stage, report, options))
     return ImportResult(row, report)
+
+
+def import_upload(db: Database, received: str | os.PathLike, original_name: str | None = None,
+                  options: ImportOptions | None = None) -> ImportResult:
+    """A file the web server received: copied into ``uploads/`` and imported; if the import is
+    refused the copy is removed too, so a failed import leaves nothing behind."""
+    from studio.uploads import store_upload
+
+    stored = store_upload(db, received, original_name)
+    try:
+        return import_dataset(db, stored, options)
+    except BaseException:
+        shutil.rmtree(stored.parent, ignore_errors=True)  # store_upload made this folder for it alone
+        raise
+
+
+def _inside(ws: Workspace, path: Path) -> bool:
+    return path == ws.root or ws.root in path.parents
 
 
 @contextlib.contextmanager
@@ -95,7 +118,8 @@ def _clear_stale(ws: Workspace, final: Path) -> None:
 
 
 def _row_fields(ws: Workspace, upload: Path, stage: Path, report: ImportReport, options: ImportOptions) -> dict:
-    summary = {k: v for k, v in report.to_dict().items() if k not in ("problems", "options")}
+    # the lists of problems and dropped rows stay in report.json: they can be long
+    summary = {k: v for k, v in report.to_dict().items() if k not in ("problems", "options", "dropped")}
     return dict(
         name=(options.name or upload.stem).strip()[:200],
         source=ws.relative(upload) if upload.is_relative_to(ws.root) else str(upload),

@@ -1,16 +1,22 @@
 """Peak memory of a training run (per device) and of inference, as named parts.
 
 The peak of a training step is at the start of backward: weights, optimizer state, every saved
-activation and the loss' logits buffers are all alive then. Full fine-tuning without gradient
-accumulation is the exception that is handled: its gradients appear while activations are freed,
-so the peak is whichever is larger -- activations + logits at the start of backward, or all
-gradients at its end (see ``_full_ft_peak``).
+activation and the loss' logits buffers are all alive then. Full fine-tuning is the exception
+that is handled: its gradients appear while activations are freed, and ``optimizer.step()`` adds
+a temporary as large as a state, so the peak is the largest of three moments (``_full_ft_peak``).
+
+With the dataset's token lengths (``req.data``) the batch is the longest that can occur; the
+estimate then also carries the worst case at the cut-off (``Estimate.worst_case_bytes``).
 """
 from __future__ import annotations
+
+from typing import Any
 
 from studio.estimate import formulas as f
 from studio.estimate.arch import ModelArch
 from studio.estimate.request import BYTES, GIB, Estimate, EstimateRequest
+from studio.estimate import calibration
+from studio.estimate.data import TokenLengths
 
 
 class EstimateError(ValueError):
@@ -44,6 +50,7 @@ def _dynamic_parts(arch: ModelArch, req: EstimateRequest, cpu: bool = False) -> 
         "logits": f.logits_bytes(arch, req, seq, cpu),
         "vision_activations": f.vision_activation_bytes(arch, req),
         "dequant_workspace": f.dequant_workspace_bytes(arch, req),
+        "dora_workspace": f.dora_workspace_bytes(arch, req),
     }
 
 
@@ -51,23 +58,33 @@ def _training_parts(arch: ModelArch, req: EstimateRequest, gpu: bool) -> tuple[d
     """All parts at the peak; ``gpu`` adds the multi-GPU buffers and sharding."""
     parts = {**_static_parts(arch, req), **_dynamic_parts(arch, req, cpu=not gpu)}
     notes = _distributed(arch, req, parts) if gpu else []
-    if not req.is_peft and req.grad_accum == 1:
+    if not req.is_peft:
         _, one_layer = f.text_activation_bytes(arch, req, f.llm_seq_len(arch, req), cpu=not gpu)
         parts.update(_full_ft_peak(arch, req, parts, one_layer))
     return parts, notes
 
 
 def _full_ft_peak(arch: ModelArch, req: EstimateRequest, parts: dict[str, float], one_layer: float) -> dict:
-    """Full FT, no accumulation: HF Trainer frees gradients after each optimizer step
-    (``zero_grad(set_to_none=True)``), so they grow during backward while activations shrink.
-    Start of backward: activations + logits + the LM head's gradient (computed first);
-    end of backward: all gradients + one layer's activations."""
-    head_grad = arch.vocab * arch.hidden * f.trainable_bytes_each(req)
-    start = parts["activations"] + parts["logits"] + head_grad
-    end = parts["gradients"] + one_layer
-    if start >= end:
-        return {"gradients": head_grad}
-    return {"activations": one_layer, "logits": 0.0}
+    """Full FT: HF Trainer frees gradients after each optimizer step (``zero_grad(set_to_none=True)``),
+    so they grow during backward while activations shrink. The largest of:
+    - start of backward: activations + logits + the LM head's gradient (computed first) -- or, with
+      gradient accumulation, all gradients kept from the earlier micro-batches;
+    - end of backward: all gradients + one layer's activations;
+    - ``optimizer.step()``: all gradients + the optimizer's temporary [TORCHADAM]."""
+    grads = parts["gradients"]
+    head_grad = grads if req.grad_accum > 1 else arch.vocab * arch.hidden * f.trainable_bytes_each(req)
+    step = f.optimizer_step_bytes(arch, req)
+    if req.num_gpus > 1 and req.strategy == "fsdp":  # each rank steps its own shard
+        step /= req.num_gpus
+    moments = {
+        "start": {"gradients": head_grad},
+        "end": {"gradients": grads, "activations": one_layer, "logits": 0.0, "vision_activations": 0.0},
+        "step": {"gradients": grads, "optimizer_step": step, "activations": 0.0, "logits": 0.0,
+                 "vision_activations": 0.0},
+    }
+    def total(name: str) -> float:
+        return sum({**parts, **moments[name]}.values())
+    return moments[max(moments, key=total)]
 
 
 def _distributed(arch: ModelArch, req: EstimateRequest, parts: dict[str, float]) -> list[str]:
@@ -103,7 +120,7 @@ def _notes(arch: ModelArch, req: EstimateRequest, parts: dict[str, float]) -> li
     if req.optimizer == "paged_adamw_8bit":
         notes.append("paged optimizer: its states can be evicted to CPU under pressure, so a run may "
                      "fit with up to that part less memory (slower)")
-    if req.method == "qlora" and req.kbit_fp32_upcast:
+    if f.upcast_rest(req):
         notes.append("qlora: non-quantized parameters (embeddings, norms, LM head, vision tower) counted "
                      "in fp32, as after peft's prepare_model_for_kbit_training")
     if req.attention == "eager":
@@ -115,16 +132,58 @@ def _round(parts: dict[str, float]) -> dict[str, int]:
     return {k: int(round(v)) for k, v in parts.items() if round(v) > 0}
 
 
+TRANSIENT = ("activations", "logits", "vision_activations", "dequant_workspace", "dora_workspace", "optimizer_step")
+
+
 def estimate(req: EstimateRequest) -> Estimate:
-    """Peak GPU memory per device of a training step, broken into named parts."""
+    """Peak GPU memory per device of a training step, broken into named parts, with its expected
+    error band. With ``req.data`` the parts are for the longest batch of the data, and
+    ``worst_case_bytes`` is the estimate at the cut-off."""
     arch = _check(req)
+    if req.data is None:
+        return _gpu_estimate(arch, req)
+    run, rows_cut, exact = for_data(req)
+    worst = _gpu_estimate(arch, req.with_(data=None))
+    est = _gpu_estimate(arch, run)
+    shape = f"{run.batch_size} x {run.seq_len}" if not (req.padding_free or req.packing) else f"{run.seq_len} tokens"
+    notes = [f"for your data: the longest batch is {shape} (cut-off {req.seq_len}); worst case at the cut-off "
+             f"{worst.total_gib:.1f} GiB; {rows_cut}{'' if exact else ' (about)'} of {req.data.rows} rows longer "
+             f"than the cut-off would be cut"]
+    return Estimate(parts=est.parts, total_bytes=est.total_bytes, notes=notes + est.notes, params=est.params,
+                    context_bytes=est.context_bytes, band=est.band, worst_case_bytes=worst.total_bytes,
+                    rows_cut=rows_cut, rows_cut_exact=exact, data_rows=req.data.rows)
+
+
+def estimate_for_data(req: EstimateRequest, stats: Any) -> Estimate:
+    """The Train tab's call: the estimate for the dataset's longest batch (``total_bytes``), the worst
+    case at the cut-off (``worst_case_bytes``), the rows the cut-off cuts (``rows_cut``) and the
+    expected error (``band``). ``stats``: the dataset's token statistics (``DatasetStats`` or its dict,
+    or a ``TokenLengths``); None gives the cut-off estimate alone."""
+    if stats is None:
+        return estimate(req)
+    data = stats if isinstance(stats, TokenLengths) else TokenLengths.from_stats(stats)
+    return estimate(req.with_(data=data))
+
+
+def for_data(req: EstimateRequest) -> tuple[EstimateRequest, int, bool]:
+    """(the request for the data's longest batch, rows longer than the cut-off, exact?)."""
+    data = req.data
+    rows, seq = data.batch_tokens(req.batch_size, req.seq_len, req.padding_free, req.packing)
+    rows_cut, exact = data.rows_over(req.seq_len)
+    run = req.with_(data=None, batch_size=rows, seq_len=seq, seq_from_data=True)
+    return run, rows_cut, exact
+
+
+def _gpu_estimate(arch: ModelArch, req: EstimateRequest) -> Estimate:
     parts, notes = _training_parts(arch, req, gpu=True)
-    transient = sum(parts.get(k, 0.0) for k in ("activations", "logits", "vision_activations", "dequant_workspace"))
+    transient = sum(parts.get(k, 0.0) for k in TRANSIENT)
     parts["allocator_fragmentation"] = f.FRAGMENTATION * transient
     parts["cuda_context"] = f.CUDA_CONTEXT_BYTES
     rounded = _round(parts)
-    return Estimate(parts=rounded, total_bytes=sum(rounded.values()), notes=notes + _notes(arch, req, parts),
-                    params=_param_summary(arch, req), context_bytes=rounded["cuda_context"])
+    total = sum(rounded.values())
+    return Estimate(parts=rounded, total_bytes=total, notes=notes + _notes(arch, req, parts),
+                    params=_param_summary(arch, req), context_bytes=rounded["cuda_context"],
+                    band=calibration.band_for(req), worst_case_bytes=total)
 
 
 def estimate_cpu_training(req: EstimateRequest, runtime_baseline_bytes: int = 0) -> Estimate:

@@ -23,6 +23,26 @@ Sources cited below:
              backward keeps q, k, v, the output and the row-wise logsumexp only.
   [QWENVL]   Qwen2.5-VL technical report and qwen-vl-utils: 14x14 patches, 2x2 merge -> one LLM
              token per 28x28 pixels; window attention (112 px) with 4 full-attention blocks.
+  [BNB4]     bitsandbytes ``autograd/_functions.py`` ``MatMul4Bit``: forward ``F.linear(A,
+             dequantize_4bit(B).to(A.dtype).t())``, backward dequantizes again for grad_A; the 16-bit
+             copy is a temporary of one layer, freed after its matmul.
+  [TORCHADAM] torch ``optim/adam.py`` ``_multi_tensor_adam`` (torch.optim.AdamW's default on CUDA,
+             foreach=True): ``exp_avg_sq_sqrt = torch._foreach_sqrt(device_exp_avg_sqs)`` allocates one
+             state-sized temporary for the whole parameter group during ``step()``; the fused kernel
+             (``fused=True``, HF Trainer's ``adamw_torch_fused``) and bnb's 8-bit kernels work in place.
+  [PEFTDORA] peft ``tuners/lora/dora.py`` ``DoraLinearLayer.forward``: builds ``lora_weight`` through an
+             identity matrix (in x in), casts the base weight to the input dtype and forms W + s*BA to
+             take its row norms -- out x in temporaries per adapted layer, one layer at a time.
+  [SDPAGQA]  transformers ``integrations/sdpa_attention.py`` ``use_gqa_in_sdpa``: on CUDA grouped
+             keys/values reach SDPA un-repeated only when there is no attention mask; a padded batch
+             has one, so ``repeat_kv`` materializes them per query head.
+  [TRLQ]     TRL 1.x ``SFTTrainer.__init__``: for a quantized model, trainable parameters are cast to
+             bf16 (``_is_quantized_model``). TRL 0.x ``peft_module_casting_to_bf16`` cast embeddings
+             and LM head back to bf16 after ``prepare_model_for_kbit_training``; axolotl
+             (``convert_embedding_modules_dtype``) and LLaMA-Factory (no kbit preparation) keep them
+             in 16 bit too. Measurement: Unsloth's README context table (HF + FA2, Llama-3.1-8B QLoRA)
+             grows by ~2.47 MB per token, which a 16-bit LM head (V*14 B/token of loss buffers, 1.8 MB)
+             plus 16-bit checkpoints explains and an fp32 head (V*16 = 2.05 MB + fp32 checkpoints) does not.
 """
 from __future__ import annotations
 
@@ -50,13 +70,21 @@ def compute_bytes(req: EstimateRequest) -> int:
 
 
 def adapter_bytes(req: EstimateRequest) -> int:
-    return BYTES[req.adapter_dtype]
+    """peft: fp32 adapters (``autocast_adapter_dtype=True``); TRL 1.x on a quantized model: bf16 [TRLQ]."""
+    return BYTES[req.adapter_dtype_resolved]
 
 
 def upcast_rest(req: EstimateRequest) -> bool:
-    """QLoRA with peft's ``prepare_model_for_kbit_training``: every non-quantized parameter
-    (embeddings, norms, LM head, biases, the unquantized vision tower) is cast to fp32."""
-    return req.method == "qlora" and req.kbit_fp32_upcast
+    """QLoRA after peft's ``prepare_model_for_kbit_training`` alone (what the studio's recipe does):
+    every non-quantized parameter (embeddings, norms, LM head, biases, the unquantized vision tower)
+    is cast to fp32. The peers' HF recipes put embeddings and LM head back to 16 bit [TRLQ]; their
+    fp32 norms are a few MB and not counted."""
+    return req.method == "qlora" and req.kbit_upcast_resolved
+
+
+def weight_bytes_each(req: EstimateRequest) -> int:
+    """Bytes per unquantized weight: ``master_weights`` means an fp32-loaded model under autocast."""
+    return 4 if (req.method == "full" and req.master_weights) else BYTES[req.dtype]
 
 
 # -- base weights ------------------------------------------------------------------------------
@@ -88,19 +116,20 @@ def text_weight_bytes(arch: ModelArch, req: EstimateRequest) -> float:
     """Decoder weights: params x dtype bytes [ANATOMY]; QLoRA: quantized blocks + the rest in the
     compute dtype, or fp32 after prepare_model_for_kbit_training."""
     if req.method != "qlora":
-        return arch.text_params * BYTES[req.dtype]
+        return arch.text_params * weight_bytes_each(req)
     rest = arch.text_params - arch.quantizable_params
     return quantized_weight_bytes(arch, req) + rest * (4 if upcast_rest(req) else BYTES[req.dtype])
 
 
 def vision_weight_bytes(arch: ModelArch, req: EstimateRequest) -> float:
     """The vision tower stays unquantized (the studio skips ``model.visual``)."""
-    return arch.vision_params * (4 if upcast_rest(req) else BYTES[req.dtype])
+    return arch.vision_params * (4 if upcast_rest(req) else weight_bytes_each(req))
 
 
 def dequant_workspace_bytes(arch: ModelArch, req: EstimateRequest) -> float:
-    """bitsandbytes de-quantizes one weight at a time to the compute dtype for the matmul (forward
-    and again in backward): at most ~2 copies of the largest linear layer exist at once."""
+    """bitsandbytes de-quantizes one weight at a time to the compute dtype for the matmul, in
+    forward and again in backward [BNB4]: only the layer being computed has a 16-bit copy, never all
+    of them; the allocator may still hold the previous one, so two of the largest linear layer."""
     if req.method != "qlora":
         return 0.0
     return 2 * arch.largest_linear * compute_bytes(req)
@@ -157,8 +186,9 @@ def trainable_params(arch: ModelArch, req: EstimateRequest) -> int:
 
 def trainable_bytes_each(req: EstimateRequest) -> int:
     """dtype of trainable parameters and therefore of their gradients: peft adapters in
-    ``adapter_dtype`` (fp32 by default), full fine-tuning in the weights' dtype."""
-    return adapter_bytes(req) if req.is_peft else BYTES[req.dtype]
+    ``adapter_dtype`` (fp32 by default), full fine-tuning in the weights' dtype (fp32 when the
+    model is loaded in fp32 for mixed precision: its gradients are fp32 too)."""
+    return adapter_bytes(req) if req.is_peft else weight_bytes_each(req)
 
 
 def gradient_bytes(arch: ModelArch, req: EstimateRequest) -> float:
@@ -169,7 +199,7 @@ def gradient_bytes(arch: ModelArch, req: EstimateRequest) -> float:
 def optimizer_state_bytes(arch: ModelArch, req: EstimateRequest) -> float:
     """AdamW keeps two moments per trainable parameter [ANATOMY, TM101]. torch.optim.AdamW creates
     them like the parameter: fp32 adapters -> 8 bytes; pure-bf16 full fine-tuning -> 4 bytes; with
-    fp32 master weights (mixed precision, [ZERO]) -> 8 bytes. 8-bit AdamW [BNB8]: 2 bytes plus
+    an fp32-loaded model trained with autocast (``master_weights``, [ZERO]'s 16 B/param) -> 8 bytes. 8-bit AdamW [BNB8]: 2 bytes plus
     fp32 absmax per 2048-element block and moment. The paged variant needs the same bytes but
     lives in CUDA unified memory, so under pressure it is evicted to CPU instead of failing."""
     n = trainable_params(arch, req)
@@ -180,10 +210,30 @@ def optimizer_state_bytes(arch: ModelArch, req: EstimateRequest) -> float:
 
 
 def master_weight_bytes(arch: ModelArch, req: EstimateRequest) -> float:
-    """Mixed precision [ZERO]: an fp32 copy of every trainable 16-bit weight (4 bytes/param)."""
-    if req.is_peft or not req.master_weights or req.dtype == "fp32":
+    """HF Trainer's mixed precision keeps no separate master copy: the model is loaded in fp32 (its
+    weights are the master, counted in ``base_weights``) and autocast makes 16-bit copies per op.
+    So 0; kept as a part name for requests that still ask for it."""
+    return 0.0
+
+
+def optimizer_step_bytes(arch: ModelArch, req: EstimateRequest) -> float:
+    """The temporary of ``optimizer.step()``: foreach AdamW's square-root list, one state-sized
+    tensor per trainable parameter [TORCHADAM]; fused and 8-bit kernels need none."""
+    if req.optimizer != "adamw":
         return 0.0
-    return trainable_params(arch, req) * 4
+    state = 4 if (req.is_peft or req.master_weights) else BYTES[req.dtype]
+    return trainable_params(arch, req) * state
+
+
+def dora_workspace_bytes(arch: ModelArch, req: EstimateRequest) -> float:
+    """DoRA's weight-norm work per adapted layer, in the adapter dtype [PEFTDORA]: the identity
+    (in x in) and its LoRA product (in x out), the base weight cast (out x in), s*BA and W + s*BA
+    (out x in each). Temporaries of one layer at a time: the largest adapted layer counts."""
+    if req.method != "dora":
+        return 0.0
+    a = adapter_bytes(req)
+    return max((a * (l.fan_in * l.fan_in + 4 * l.fan_in * l.fan_out) for l, _ in adapted_linears(arch, req)),
+               default=0.0)
 
 
 def adalora_importance_bytes(arch: ModelArch, req: EstimateRequest) -> float:
@@ -213,10 +263,17 @@ class Block:
     gated: bool = True
 
 
-def text_block(arch: ModelArch, attention: str) -> Block:
-    """HF's SDPA and eager paths call ``repeat_kv`` (GQA keys/values materialized for every query
-    head); flash-attention-2 reads the grouped heads directly."""
-    kv = arch.kv_dim if attention == "flash" else arch.q_dim
+def has_padding_mask(req: EstimateRequest) -> bool:
+    """A padded batch of several rows carries an attention mask; one row, or padding-free rows
+    (position ids instead of a mask), carry none."""
+    return req.batch_size > 1 and not (req.padding_free or req.packing)
+
+
+def text_block(arch: ModelArch, attention: str, masked: bool = True) -> Block:
+    """Eager attention always calls ``repeat_kv`` (GQA keys/values materialized for every query
+    head); SDPA only with an attention mask [SDPAGQA]; flash-attention-2 reads grouped heads."""
+    repeat = attention == "eager" or (attention == "sdpa" and masked)
+    kv = arch.q_dim if repeat else arch.kv_dim
     return Block(arch.hidden, arch.q_dim, kv, arch.heads, arch.intermediate, arch.norms_per_layer,
                  tuple(arch.layer_linears()))
 
@@ -290,14 +347,15 @@ def _adapted_names(block: Block, req: EstimateRequest, applies: bool) -> set[str
 
 
 def text_layer_bytes_per_token(arch: ModelArch, req: EstimateRequest, seq: int, cpu: bool = False) -> float:
-    block = text_block(arch, req.attention)
+    block = text_block(arch, req.attention, has_padding_mask(req))
     adapted = _adapted_names(block, req, True)
     return block_saved_per_token(block, req, adapted, not req.is_peft, seq, cpu)
 
 
 def residual_bytes(req: EstimateRequest) -> int:
-    """Residual stream dtype: fp32 after prepare_model_for_kbit_training (fp32 embeddings)."""
-    return 4 if upcast_rest(req) else compute_bytes(req)
+    """Residual stream dtype: fp32 when the embeddings are fp32 -- after prepare_model_for_kbit_training,
+    or an fp32-loaded model under autocast (fp32 embedding output + 16-bit block output adds in fp32)."""
+    return 4 if (upcast_rest(req) or weight_bytes_each(req) == 4) else compute_bytes(req)
 
 
 def text_activation_bytes(arch: ModelArch, req: EstimateRequest, seq: int, cpu: bool = False) -> tuple[float, float]:
@@ -400,6 +458,8 @@ def vision_activation_bytes(arch: ModelArch, req: EstimateRequest) -> float:
     c = compute_bytes(req)
     per_image = image_patches(v, req.max_pixels)
     patches = req.batch_size * req.images_per_sample * per_image
+    if req.seq_from_data:  # image tokens are part of the batch's tokens: at most merge^2 patches each
+        patches = min(patches, req.batch_size * req.seq_len * v.merge * v.merge)
     span = vision_attention_span(v, per_image)
     block = vision_block(v)
     embeds = patches // (v.merge ** 2) * v.out_hidden * c
@@ -415,8 +475,9 @@ def vision_activation_bytes(arch: ModelArch, req: EstimateRequest) -> float:
 
 
 def llm_seq_len(arch: ModelArch, req: EstimateRequest) -> int:
-    """The decoder's sequence: the cut-off, raised if the images alone need more tokens."""
-    if not arch.vision or req.images_per_sample <= 0:
+    """The decoder's sequence: the cut-off, raised if the images alone need more tokens (not when it
+    came from the dataset: its row lengths hold the image tokens already)."""
+    if not arch.vision or req.images_per_sample <= 0 or req.seq_from_data:
         return req.seq_len
     return max(req.seq_len, req.images_per_sample * image_tokens(arch.vision, req.max_pixels) + 16)
 

@@ -25,7 +25,7 @@ _UNIT = {"GB": 1e9, "GiB": GIB}
 _REQUEST_FIELDS = ("method", "lora_rank", "targets", "dtype", "quant_bits", "double_quant", "optimizer", "batch_size",
                    "grad_accum", "seq_len", "gradient_checkpointing", "attention", "max_pixels", "images_per_sample",
                    "tune_vision", "num_gpus", "strategy", "adapter_dtype", "master_weights", "kbit_fp32_upcast",
-                   "adalora_init_rank")
+                   "adalora_init_rank", "trainer", "padding_free", "packing", "lora_dropout")
 
 
 @lru_cache(maxsize=1)
@@ -83,6 +83,26 @@ def agreement(comparisons: list[Comparison]) -> tuple[int, int]:
     """(agreeing, total) over the comparable entries."""
     comparable = [c for c in comparisons if c.comparable]
     return sum(c.agrees for c in comparable), len(comparable)
+
+
+def source_of(run: dict[str, Any]) -> str:
+    """The project a run comes from: the id's first word (peft, torchtune, unsloth, ...)."""
+    return run["id"].split("-", 1)[0]
+
+
+def summary(comparisons: list[Comparison]) -> dict[str, Any]:
+    """runs, 'k/n' within the tolerance, mean absolute error and mean error over comparable runs."""
+    rows = [c for c in comparisons if c.comparable]
+    n = len(rows)
+    return {"runs": n, "within": f"{sum(c.agrees for c in rows)}/{n}",
+            "mae": sum(abs(c.error) for c in rows) / n if n else 0.0,
+            "bias": sum(c.error for c in rows) / n if n else 0.0}
+
+
+def error_by_source(comparisons: list[Comparison]) -> dict[str, dict[str, Any]]:
+    """``summary`` per source project."""
+    sources = sorted({source_of(c.run) for c in comparisons if c.comparable})
+    return {s: summary([c for c in comparisons if source_of(c.run) == s]) for s in sources}
 
 
 def format_table(comparisons: list[Comparison]) -> str:

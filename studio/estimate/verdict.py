@@ -1,14 +1,16 @@
 """Does it fit? A verdict against a GPU's capacity, and changes that would make it fit."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Literal
 
+from studio.estimate.calibration import ErrorBand, band_of_all
 from studio.estimate.estimator import estimate
 from studio.estimate.request import GIB, Estimate, EstimateRequest
 
 Verdict = Literal["fits", "tight", "does not fit"]
-FIT_RATIO = 0.90  # below 90% of the card: room for allocator spikes and estimate error
+FIT_RATIO = 0.90  # without a known error band: below 90% of the card fits
+AUTO = "auto"
 MIB = 1024 ** 2
 MIN_GAIN = 0.02  # a combined plan only takes changes that save at least 2% each
 
@@ -56,18 +58,26 @@ def find_card(name: str) -> GpuCard:
     return hits[0]
 
 
-def verdict(total_bytes: int, capacity_bytes: int) -> Verdict:
-    """``fits`` below 90% of capacity, ``tight`` up to 100%, else ``does not fit``."""
-    ratio = total_bytes / capacity_bytes
-    if ratio < FIT_RATIO:
+def verdict(total_bytes: int, capacity_bytes: int, band: ErrorBand | None | str = AUTO) -> Verdict:
+    """``fits`` when the upper edge of the error band fits on the card, ``tight`` when only the
+    estimate does, else ``does not fit``. ``band``: the estimate's own (``Estimate.band``); by
+    default the overall band of the published runs; ``None``: no band, fits below 90%."""
+    if band == AUTO:
+        band = band_of_all()
+    upper = band.upper(total_bytes) if band else total_bytes / FIT_RATIO
+    if upper <= capacity_bytes:
         return "fits"
-    return "tight" if ratio <= 1.0 else "does not fit"
+    return "tight" if total_bytes <= capacity_bytes else "does not fit"
+
+
+def estimate_verdict(est: Estimate, capacity_bytes: int) -> Verdict:
+    return verdict(est.total_bytes, capacity_bytes, est.band)
 
 
 def smallest_card(est: Estimate) -> GpuCard | None:
     """The smallest listed card the estimate fits on (under 90%)."""
     for card in sorted(GPU_CARDS, key=lambda c: c.mib):
-        if verdict(est.total_bytes, card.capacity_bytes) == "fits":
+        if estimate_verdict(est, card.capacity_bytes) == "fits":
             return card
     return None
 
@@ -89,7 +99,7 @@ Candidate = Callable[[EstimateRequest, int], "tuple[str, EstimateRequest] | None
 
 
 def _fits(req: EstimateRequest, capacity: int) -> bool:
-    return verdict(estimate(req).total_bytes, capacity) == "fits"
+    return estimate_verdict(estimate(req), capacity) == "fits"
 
 
 def _largest_fitting(values: list[int], make: Callable[[int], EstimateRequest], capacity: int) -> int:
@@ -185,7 +195,7 @@ def suggestions(req: EstimateRequest, capacity_bytes: int) -> list[Suggestion]:
         change, new = proposal
         est = estimate(new)
         if est.total_bytes < base:
-            ranked.append((rank, Suggestion(change, new, est, verdict(est.total_bytes, capacity_bytes))))
+            ranked.append((rank, Suggestion(change, new, est, estimate_verdict(est, capacity_bytes))))
     combined = _combined(req, capacity_bytes)
     if combined and combined[1].change.count(";") >= 1:
         best_single = min((r for r, s in ranked if s.verdict == "fits"), default=len(CANDIDATES))
@@ -213,15 +223,19 @@ def _combined(req: EstimateRequest, capacity: int) -> tuple[int, Suggestion] | N
     if not changes:
         return None
     est = estimate(current)
-    plan = Suggestion("together: " + "; ".join(changes), current, est, verdict(est.total_bytes, capacity))
+    plan = Suggestion("together: " + "; ".join(changes), current, est, estimate_verdict(est, capacity))
     return last + 0.5, plan
 
 
 def describe(req: EstimateRequest, capacity_bytes: int) -> str:
     """A verdict line plus the suggestions, for people."""
     est = estimate(req)
-    v = verdict(est.total_bytes, capacity_bytes)
-    lines = [f"{est.total_gib:.1f} GiB of {capacity_bytes / GIB:.1f} GiB: {v}"]
+    v = estimate_verdict(est, capacity_bytes)
+    band = f" ({est.band.text()}: up to {est.upper_bytes / GIB:.1f} GiB)" if est.band else ""
+    lines = [f"{est.total_gib:.1f} GiB{band} of {capacity_bytes / GIB:.1f} GiB: {v}"]
+    if est.worst_case_bytes is not None and est.worst_case_bytes != est.total_bytes:
+        lines.append(f"  worst case at the cut-off: {est.worst_case_bytes / GIB:.1f} GiB "
+                     f"({estimate_verdict(replace(est, total_bytes=est.worst_case_bytes), capacity_bytes)})")
     if v != "fits":
         lines += [f"  - {s.line()}" for s in suggestions(req, capacity_bytes)]
     return "\n".join(lines)

@@ -40,15 +40,20 @@ class CardFacts:
     measured_peak_bytes: int | None = None
     run_id: int | None = None
     verification: dict[str, Any] = field(default_factory=dict)
+    gguf_type: str | None = None
+    gguf_file: str | None = None
 
 
 # -- gathering ------------------------------------------------------------------------------------
 def gather_facts(db: Database, adapter: Adapter, *, kind: str, model_kind: str, folder_name: str,
-                 base_display_name: str, dtype: str | None = None, shard_size: str | None = None) -> CardFacts:
-    title = f"{adapter.name or folder_name} ({'merged model' if kind == 'merged' else 'adapter'})"
+                 base_display_name: str, dtype: str | None = None, shard_size: str | None = None,
+                 gguf_type: str | None = None, gguf_file: str | None = None) -> CardFacts:
+    what = {"merged": "merged model", "adapter": "adapter"}.get(kind, f"GGUF {(gguf_type or '').upper()}")
+    title = f"{adapter.name or folder_name} ({what})"
     facts = CardFacts(kind=kind, model_kind=model_kind, title=title,
                       base_model_ref=adapter.base_model_ref, base_display_name=base_display_name,
-                      method=adapter.method, folder_name=folder_name, dtype=dtype, shard_size=shard_size)
+                      method=adapter.method, folder_name=folder_name, dtype=dtype, shard_size=shard_size,
+                      gguf_type=gguf_type, gguf_file=gguf_file)
     with db.session() as s:
         run = s.get(Run, adapter.run_id) if adapter.run_id is not None else None
         if run is not None:
@@ -100,7 +105,13 @@ def render(facts: CardFacts) -> str:
 
 
 def _front_matter(f: CardFacts) -> str:
-    meta: dict[str, Any] = {"library_name": "transformers" if f.kind == "merged" else "peft",
+    if f.kind == "gguf":
+        meta: dict[str, Any] = {"library_name": "gguf", "pipeline_tag": "text-generation",
+                                "tags": ["finetune-studio", f.method, "gguf", "llama.cpp"]}
+        if _hub_id(f.base_model_ref):
+            meta["base_model"] = _hub_id(f.base_model_ref)
+        return "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n"
+    meta = {"library_name": "transformers" if f.kind == "merged" else "peft",
                             "pipeline_tag": "image-text-to-text" if f.model_kind == "vision-language"
                             else "text-generation",
                             "tags": ["finetune-studio", f.method] + (["merged"] if f.kind == "merged" else [])}
@@ -114,8 +125,10 @@ def _summary(f: CardFacts) -> str:
     method = known.label if known else f.method
     what = (f"The {method} adapter merged into its base model: a standalone model that loads with plain "
             "transformers (no peft needed)." if f.kind == "merged" else
+            f"The {method} adapter merged into its base model and written as one GGUF file "
+            f"({(f.gguf_type or '').upper()}) for llama.cpp, Ollama and LM Studio." if f.kind == "gguf" else
             f"The {method} adapter alone: load it on top of its base model with peft.")
-    if f.kind == "merged" and known and known.merge_note:
+    if f.kind in ("merged", "gguf") and known and known.merge_note:
         what += " " + known.merge_note.format(dtype=f.dtype)
     return f"{what}\n\n- **Base model:** {f.base_display_name} (`{f.base_model_ref}`)\n- **Method:** {method}\n"
 
@@ -153,14 +166,39 @@ def _export_section(f: CardFacts) -> str:
                          f"the base {v.get('max_abs_diff', float('nan')):.2e} (tolerance {v.get('tolerance', 0):.2e}) "
                          f"over {len(v.get('probes', []))} prompts; greedy outputs "
                          f"{'identical' if v.get('greedy_match') else 'differ'}")
+    elif f.kind == "gguf" and v:
+        lines += _gguf_export_lines(f, v)
     elif v:
         lines.append(f"- Verified: {'yes' if v.get('passed') else 'NO'} - files identical (SHA-256) to the trained "
                      f"adapter; config parsed by peft as {v.get('peft_type')}")
     return "\n".join(lines) + "\n"
 
 
+def _gguf_export_lines(f: CardFacts, v: dict[str, Any]) -> list[str]:
+    conversion = v.get("conversion") or {}
+    merged = v.get("merged_verification") or {}
+    tokens = v.get("tokenizer") or {}
+    types = ", ".join(f"{k} x{n}" for k, n in (conversion.get("tensor_types") or {}).items())
+    lines = [f"- File: `{f.gguf_file}`, {(f.gguf_type or '').upper()} (tensors: {types}), written with "
+             f"{conversion.get('writer', 'the gguf package')} from the merged {f.dtype} weights; "
+             f"llama.cpp architecture `{conversion.get('architecture')}`, pre-tokenizer `{conversion.get('tokenizer_pre')}`",
+             f"- Merged model verified against the adapter on the base: max logit difference "
+             f"{merged.get('max_abs_diff', float('nan')):.2e} (tolerance {merged.get('tolerance') or 0:.2e})",
+             f"- GGUF verified: {'yes' if v.get('passed') else 'NO'} - read back with transformers' GGUF loader; "
+             f"logits on {tokens.get('prompts', 0)} chat prompts ({v.get('positions', 0)} positions) vs the merged "
+             f"model: max difference {v.get('max_abs_diff', float('nan')):.3g}, mean {v.get('mean_abs_diff', float('nan')):.3g}"
+             f" (logit scale {v.get('logit_scale', float('nan')):.3g}), top-1 agreement {v.get('top1_agreement', 0):.1%}"
+             f" (required {v.get('min_top1_agreement') or 0:.0%})"
+             + (f", tolerance {v['tolerance']:.3g}" if v.get("tolerance") is not None else ""),
+             f"- Tokenizer: the GGUF's own tokenizer and chat template give the studio's prompt ids on "
+             f"{tokens.get('prompts', 0) - len(tokens.get('mismatches') or [])} of {tokens.get('prompts', 0)} prompts"]
+    return lines
+
+
 def _usage_section(f: CardFacts) -> str:
     folder = f.folder_name
+    if f.kind == "gguf":
+        return _gguf_usage(f)
     if f.kind == "adapter":
         base = _hub_id(f.base_model_ref) or "PATH/TO/BASE/MODEL"
         note = "" if _hub_id(f.base_model_ref) else (
@@ -201,6 +239,41 @@ inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, ret
 out = model.generate(**inputs, max_new_tokens=128)
 print(tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))
 ```
+"""
+
+
+def _gguf_usage(f: CardFacts) -> str:
+    name = f.folder_name.lower()[:60]
+    m = (f.verification or {}).get("modelfile") or {}
+    template = (f"the chat format ({m['chat_format']}) checked against the model's chat template"
+                if m.get("chat_format") else "no TEMPLATE (the chat template matches no format the export can "
+                "translate; Ollama reads the one stored in the GGUF when it recognises it)")
+    system = {"run": "the system prompt every training example of the run started with",
+              "chat template default": "the chat template's default system prompt"}.get(m.get("system_source"), "none")
+    return f"""## How to run it
+
+The GGUF file carries the weights, the tokenizer and the chat template.
+
+**llama.cpp**
+
+```sh
+llama-cli -m {f.gguf_file} -cnv          # chat in the terminal, using the chat template in the file
+llama-server -m {f.gguf_file} --port 8080 # OpenAI-compatible server at http://localhost:8080
+```
+
+**Ollama** (the `Modelfile` beside the GGUF: {template}; stop tokens {", ".join(m.get("stops") or []) or "none"};
+system prompt: {system})
+
+```sh
+ollama create {name} -f Modelfile
+ollama run {name}
+```
+
+**LM Studio**: `lms import {f.gguf_file}` (or copy the file into `~/.lmstudio/models/finetune-studio/{name}/`),
+then pick it in the model list; the chat template comes from the file.
+
+**Python**: `AutoModelForCausalLM.from_pretrained(".", gguf_file="{f.gguf_file}")` (transformers + `gguf`;
+dequantised to full precision).
 """
 
 

@@ -28,3 +28,7 @@ class AdapterMissingError(ExportError, FileNotFoundError):
 
 class VerificationFailedError(ExportError):
     """The merged model's outputs differ from the adapter-on-base outputs beyond the tolerance."""
+
+
+class AdapterNotMergeableError(ExportError):
+    """The adapter's PEFT type (prompt tuning, prefix tuning...) has no weights to merge."""

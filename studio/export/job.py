@@ -9,6 +9,8 @@ killed process cannot, so the staging path is recorded in the job's progress and
 from __future__ import annotations
 
 import gc
+import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +19,9 @@ from typing import Any
 from jobs.context import JobContext
 from storage.db import Database
 from storage.models import Adapter, Export, Job, JobStatus, ModelEntry, Run
-from studio.export import card, merge, package, service, verify
+from studio.export import card, merge, ollama, package, service, to_gguf, verify
 from studio.export.errors import ExportError, ExportNotFoundError, VerificationFailedError
-from studio.export.options import MERGED, ExportOptions
+from studio.export.options import GGUF, MERGED, ExportOptions
 
 
 @dataclass
@@ -44,6 +46,8 @@ def run_export_job(ctx: JobContext) -> dict[str, Any]:
         folder.mkdir()
         if plan.options.kind == MERGED:
             result = _build_merged(ctx, plan, folder)
+        elif plan.options.kind == GGUF:
+            result = _build_gguf(ctx, plan, folder, work=stage / "merged-work")
         else:
             result = _build_adapter(ctx, plan, folder)
         result["folder"] = ctx.workspace.relative(final / plan.folder_name).replace("\\", "/")
@@ -78,7 +82,7 @@ def _plan(db: Database, export_id: int) -> Plan:
         options = ExportOptions.from_dict({**(export.verification or {}).get("options", {}), "kind": export.kind})
         trust = _trust_remote_code(s, adapter)
     return Plan(export_id=export_id, adapter=adapter, adapter_path=service.adapter_folder(db, adapter),
-                options=options, folder_name=service.folder_name(adapter, options.kind), trust_remote_code=trust)
+                options=options, folder_name=service.folder_name(adapter, options.label), trust_remote_code=trust)
 
 
 def _trust_remote_code(s: Any, adapter: Adapter) -> bool:
@@ -152,6 +156,127 @@ def _verify_reload(folder: Path, kind: str, dtype: str, device: str, probes: lis
     return result
 
 
+# -- GGUF -----------------------------------------------------------------------------------------
+def _build_gguf(ctx: JobContext, plan: Plan, folder: Path, work: Path) -> dict[str, Any]:
+    """Merge and verify as for a merged export (into ``work``, never packaged), write the GGUF from
+    that folder, read it back with transformers' GGUF loader and compare, then the Modelfile."""
+    from studio.models import prepare
+
+    gguf_type = plan.options.gguf_type
+    ctx.progress(0.01, "checking that the model and its tokenizer can be written as GGUF")
+    base_path = prepare(plan.adapter.base_model_ref, trust_remote_code=plan.trust_remote_code)
+    _check_gguf_source(base_path, merge.tokenizer_source(base_path, plan.adapter_path))
+    work.mkdir()
+    result = _build_merged(_Span(ctx, 0.02, 0.45), plan, work)
+    merged_summary = {k: result.get(k) for k in ("dtype", "max_abs_diff", "tolerance", "greedy_match", "passed")}
+    if not result["passed"]:
+        return {**result, "kind": GGUF, "gguf_type": gguf_type,
+                "error": f"the merged model (before GGUF) failed verification: {_failure_message(result)}"}
+    timings = result["timings_s"]
+    clock = _Clock(timings)
+    gguf_name = f"{plan.folder_name.removesuffix('-' + plan.options.label)}-{gguf_type}.gguf"
+    with clock("gguf_write"):
+        conversion = to_gguf.write(work, folder / gguf_name, gguf_type, name=plan.folder_name,
+                                   on_tensor=_tensor_progress(ctx, gguf_name))
+    ctx.check_cancel()
+    with clock("gguf_verify"):
+        ctx.progress(0.62, f"reading {gguf_name} back with transformers and comparing logits with the merged model")
+        check = _verify_gguf(work, folder, gguf_name, gguf_type, result["device"])
+    modelfile_info = _write_modelfile(ctx, plan, work, folder, gguf_name)
+    shutil.rmtree(work)  # the merged safetensors were the source, not part of this export
+    return {**check, "kind": GGUF, "gguf_type": gguf_type, "gguf_file": gguf_name,
+            "gguf_size_bytes": (folder / gguf_name).stat().st_size, "conversion": conversion,
+            "merged_verification": merged_summary, "modelfile": modelfile_info, "dtype": result["dtype"],
+            "device": result["device"], "base_model_ref": result["base_model_ref"], "model_kind": result["model_kind"],
+            "base_display_name": result["base_display_name"], "timings_s": timings}
+
+
+def _check_gguf_source(base_path: Path, tokenizer_path: Path) -> None:
+    """Refuse before the (slow) merge what the converter cannot write."""
+    to_gguf.check_config(json.loads((base_path / "config.json").read_text(encoding="utf-8")))
+    tokenizer_json = tokenizer_path / "tokenizer.json"
+    if tokenizer_json.is_file():
+        to_gguf.check_tokenizer_json(json.loads(tokenizer_json.read_text(encoding="utf-8")))
+
+
+def _tensor_progress(ctx: JobContext, gguf_name: str):
+    def on_tensor(done: int, total: int, name: str) -> None:
+        ctx.check_cancel()  # rate-limited by the context itself
+        if done == total or done % 16 == 0:
+            ctx.progress(0.45 + 0.15 * done / total, f"writing {gguf_name}: tensor {done} of {total} ({name})")
+    return on_tensor
+
+
+def _verify_gguf(work: Path, folder: Path, gguf_name: str, gguf_type: str, device: str) -> dict[str, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from studio.models import load_model
+
+    studio_tokenizer = AutoTokenizer.from_pretrained(work)
+    gguf_tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_name)
+    tokens = verify.compare_tokenizers(studio_tokenizer, gguf_tokenizer)
+    ids = [verify.chat_ids(studio_tokenizer, conv) for conv in verify.gguf_conversations()]
+    device_map = None if device == "cpu" else device
+    merged = load_model(work, "text", dtype="float32", device_map=device_map).eval()
+    reference = verify.gguf_logits(merged, ids)
+    del merged
+    _free_memory()
+    reread = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_name, dtype=torch.float32,
+                                                  device_map=device_map).eval()
+    candidate = verify.gguf_logits(reread, ids)
+    del reread
+    _free_memory()
+    result = verify.compare_gguf(reference, candidate, gguf_type)
+    result["method"] = ("the GGUF read back with transformers' GGUF loader; logits on chat prompts vs the merged "
+                        "safetensors model (both float32); prompt ids of the GGUF's tokenizer vs the studio's")
+    result["tokenizer"] = tokens
+    result["checks"]["gguf_tokenizer_gives_the_studio_ids"] = not tokens["mismatches"]
+    result["checks"]["gguf_chat_template_is_the_studio_one"] = tokens["same_chat_template"]
+    result["passed"] = all(result["checks"].values())
+    if tokens["mismatches"]:
+        result["error"] = (f"the GGUF's tokenizer gives different ids from the studio's on "
+                           f"{len(tokens['mismatches'])} of {tokens['prompts']} prompts (first: {tokens['mismatches'][0]})")
+    return result
+
+
+def _write_modelfile(ctx: JobContext, plan: Plan, work: Path, folder: Path, gguf_name: str) -> dict[str, Any]:
+    from transformers import AutoTokenizer
+
+    text, info = ollama.modelfile(gguf_name, AutoTokenizer.from_pretrained(work), _run_system_prompt(ctx.db, plan))
+    (folder / "Modelfile").write_text(text, encoding="utf-8")
+    return info
+
+
+def _run_system_prompt(db: Database, plan: Plan) -> str | None:
+    """The system message shared by every training row of the adapter's run, if there is one."""
+    from storage.models import Dataset
+
+    with db.session() as s:
+        run = s.get(Run, plan.adapter.run_id) if plan.adapter.run_id is not None else None
+        dataset = s.get(Dataset, run.dataset_id) if run is not None and run.dataset_id is not None else None
+        path = dataset.path if dataset is not None else None
+    if not path:
+        return None
+    try:
+        return ollama.shared_system_prompt(db.workspace.confine(path) / "train.jsonl")
+    except (OSError, ValueError, PermissionError):
+        return None
+
+
+class _Span:
+    """A JobContext whose progress 0..1 maps onto [start, end] of the whole job's bar."""
+
+    def __init__(self, ctx: JobContext, start: float, end: float):
+        self._ctx, self._start, self._end = ctx, start, end
+
+    def progress(self, fraction: float, message: str, **extra: Any) -> None:
+        self._ctx.progress(self._start + fraction * (self._end - self._start), message, **extra)
+
+    def check_cancel(self) -> None:
+        self._ctx.check_cancel()
+
+
 # -- adapter alone --------------------------------------------------------------------------------
 def _build_adapter(ctx: JobContext, plan: Plan, folder: Path) -> dict[str, Any]:
     ctx.progress(0.1, "copying the adapter files")
@@ -187,7 +312,8 @@ def _describe_base(plan: Plan) -> tuple[str, str]:
 def _card_facts(db: Database, plan: Plan, result: dict[str, Any]) -> card.CardFacts:
     facts = card.gather_facts(db, plan.adapter, kind=plan.options.kind, model_kind=result["model_kind"],
                               folder_name=plan.folder_name, base_display_name=result["base_display_name"],
-                              dtype=result.get("dtype"), shard_size=result.get("shard_size"))
+                              dtype=result.get("dtype"), shard_size=result.get("shard_size"),
+                              gguf_type=result.get("gguf_type"), gguf_file=result.get("gguf_file"))
     facts.verification = result
     return facts
 

@@ -71,6 +71,9 @@ def merge(peft_model: Any) -> Any:
     except ValueError as e:
         raise ExportError(f"merging the adapter failed: {e} (the adapter has NaN weights: its training "
                           "diverged; retrain with a lower learning rate)") from e
+    except AttributeError as e:  # prompt/prefix tuning: peft has no merge for virtual tokens
+        raise ExportError(f"this adapter type cannot be merged into the base model ({e}); export the adapter "
+                          "alone instead") from e
     merged.eval()
     return merged
 

@@ -9,8 +9,15 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-MERGED, ADAPTER = "merged", "adapter"
-KINDS = (MERGED, ADAPTER)
+MERGED, ADAPTER, GGUF = "merged", "adapter", "gguf"
+KINDS = (MERGED, ADAPTER, GGUF)
+
+# GGUF output types: llama.cpp's F16/BF16 and Q8_0. Q4_K_M/Q5_K_M are not offered: the `gguf`
+# package can read but not write k-quants, and llama.cpp's C quantiser needs a compiler here.
+GGUF_TYPES = ("f16", "bf16", "q8_0")
+DEFAULT_GGUF_TYPE = "q8_0"
+GGUF_TYPE_ALIASES = {"f16": "f16", "fp16": "f16", "float16": "f16", "bf16": "bf16", "bfloat16": "bf16",
+                     "q8_0": "q8_0", "q8": "q8_0"}
 
 # Full-precision dtypes only: merging into quantized (4/8-bit) weights is lossy (PLATFORM.md:
 # top-1 agreement ~68% for QLoRA merged into nf4), so a QLoRA adapter is merged into a reload too.
@@ -43,16 +50,18 @@ class ExportOptionsError(ValueError):
 class ExportOptions:
     """One export request, normalised: ``kind`` merged|adapter, ``dtype`` auto (the base model's
     dtype from config.json) or a full-precision dtype, ``shard_size`` like "2GB", ``device``
-    auto (CUDA when present) | cpu | cuda."""
+    auto (CUDA when present) | cpu | cuda. ``gguf_type`` (kind gguf only) f16 | bf16 | q8_0: the
+    merged model is built as for ``merged`` (with ``dtype``), then written as one GGUF file."""
 
     kind: str = MERGED
     dtype: str = "auto"
     shard_size: str = DEFAULT_SHARD_SIZE
     device: str = "auto"
+    gguf_type: str | None = None
 
     @classmethod
     def parse(cls, kind: str = MERGED, dtype: str = "auto", shard_size: str | int = DEFAULT_SHARD_SIZE,
-              device: str = "auto") -> "ExportOptions":
+              device: str = "auto", gguf_type: str | None = None) -> "ExportOptions":
         problems: list[str] = []
         if kind not in KINDS:
             problems.append(f"kind {kind!r} is not one of {', '.join(KINDS)}")
@@ -63,9 +72,16 @@ class ExportOptions:
         norm_shard = _normalise_shard_size(shard_size, problems)
         if device not in DEVICES:
             problems.append(f"device {device!r} is not one of {', '.join(DEVICES)}")
+        norm_gguf = _normalise_gguf_type(kind, gguf_type, problems)
         if problems:
             raise ExportOptionsError(problems)
-        return cls(kind=kind, dtype=norm_dtype, shard_size=norm_shard, device=device)  # type: ignore[arg-type]
+        return cls(kind=kind, dtype=norm_dtype, shard_size=norm_shard, device=device,  # type: ignore[arg-type]
+                   gguf_type=norm_gguf)
+
+    @property
+    def label(self) -> str:
+        """``merged``, ``adapter`` or ``gguf-q8_0``: the kind as names and tables show it."""
+        return f"{GGUF}-{self.gguf_type}" if self.kind == GGUF else self.kind
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,6 +89,18 @@ class ExportOptions:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ExportOptions":
         return cls.parse(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+def _normalise_gguf_type(kind: str, gguf_type: str | None, problems: list[str]) -> str | None:
+    if kind != GGUF:
+        if gguf_type:
+            problems.append(f"a GGUF type ({gguf_type}) only applies to kind gguf, not {kind}")
+        return None
+    norm = GGUF_TYPE_ALIASES.get(str(gguf_type or DEFAULT_GGUF_TYPE).strip().lower())
+    if norm is None:
+        problems.append(f"GGUF type {gguf_type!r} is not one of {', '.join(GGUF_TYPES)} (Q4_K_M/Q5_K_M need "
+                        "llama.cpp's compiled quantiser: run llama-quantize on the f16 file)")
+    return norm
 
 
 def shard_size_bytes(shard_size: str) -> int:

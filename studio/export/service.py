@@ -11,6 +11,7 @@ outside that export's own folder in the workspace (a tampered or corrupt row; de
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -24,12 +25,13 @@ from storage.db import Database
 from storage.models import Adapter, Export, Job, JobStatus, Run, utcnow
 from studio.export.errors import (
     AdapterMissingError,
+    AdapterNotMergeableError,
     ExportBusyError,
     ExportNotFoundError,
     ExportNotReadyError,
     ExportPathRefusedError,
 )
-from studio.export.options import ExportOptions
+from studio.export.options import ADAPTER, GGUF, ExportOptions
 
 JOB_KIND = "export"
 UNLINKED_GRACE = dt.timedelta(minutes=1)  # a row still without its job after this: enqueueing crashed
@@ -95,14 +97,18 @@ def adapter_folder(db: Database, adapter: Adapter) -> Path:
 
 
 def start_export(db: Database, adapter_id: int, kind: str = "merged", dtype: str = "auto",
-                 shard_size: str | int = "2GB", device: str = "auto") -> int:
+                 shard_size: str | int = "2GB", device: str = "auto", gguf_type: str | None = None) -> int:
     """Check the request, create the Export row (queued) and enqueue its job. Returns the export id."""
-    options = ExportOptions.parse(kind=kind, dtype=dtype, shard_size=shard_size, device=device)
+    options = ExportOptions.parse(kind=kind, dtype=dtype, shard_size=shard_size, device=device, gguf_type=gguf_type)
     with db.session() as s:
         adapter = s.get(Adapter, adapter_id)
         if adapter is None:
             raise ExportNotFoundError(f"adapter {adapter_id} does not exist")
-        adapter_folder(db, adapter)
+        folder = adapter_folder(db, adapter)
+        if options.kind != ADAPTER:
+            check_mergeable(adapter, folder)
+        if options.kind == GGUF:
+            check_gguf_base(adapter.base_model_ref)
         export = Export(adapter_id=adapter_id, kind=options.kind, status=JobStatus.QUEUED,
                         verification={"options": options.to_dict()})
         s.add(export)
@@ -117,6 +123,50 @@ def start_export(db: Database, adapter_id: int, kind: str = "merged", dtype: str
     with db.session() as s:
         s.get(Export, export_id).job_id = job_id
     return export_id
+
+
+# PEFT types that add virtual tokens or prefixes instead of weight deltas: nothing to merge.
+PROMPT_LEARNING_TYPES = {"PROMPT_TUNING", "P_TUNING", "PREFIX_TUNING", "MULTITASK_PROMPT_TUNING",
+                         "ADAPTION_PROMPT", "CPT"}
+
+
+def check_mergeable(adapter: Adapter, folder: Path) -> None:
+    """Refuse, before queueing, an adapter whose PEFT type has no weights to merge (read from its
+    adapter_config.json; no peft import)."""
+    try:
+        config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise AdapterMissingError(f"adapter {adapter.id}: {folder / 'adapter_config.json'} does not parse ({e}); "
+                                  "retrain the run to recreate it") from e
+    peft_type = str(config.get("peft_type") or "").upper()
+    if peft_type in PROMPT_LEARNING_TYPES:
+        raise AdapterNotMergeableError(
+            f"adapter {adapter.id} is a {peft_type} adapter: it adds learned virtual tokens, not weight changes, so "
+            "it cannot be merged into the base model (no merged model, no GGUF). Export it as 'adapter only'.")
+
+
+def check_gguf_base(base_model_ref: str) -> None:
+    """Refuse a GGUF export of a base the converter cannot write, when its config.json can be read
+    here without the network (built-in or local folder); others are checked by the job."""
+    from studio.export import to_gguf
+
+    config = _local_config(base_model_ref)
+    if config is not None:
+        to_gguf.check_config(config)
+
+
+def _local_config(ref: str) -> dict | None:
+    from studio.models import ModelError, inspect, parse_ref
+
+    try:
+        parsed = parse_ref(ref)
+        if parsed.source == "builtin":
+            return inspect(ref).config
+        if parsed.source == "local":
+            return json.loads((Path(parsed.name) / "config.json").read_text(encoding="utf-8"))
+    except (ModelError, OSError, ValueError):
+        return None  # the job reports what is wrong with the model itself
+    return None
 
 
 # -- reading --------------------------------------------------------------------------------------

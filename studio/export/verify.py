@@ -217,3 +217,90 @@ def compare_adapter_copy(src: Path, dst: Path, names: list[str]) -> dict[str, An
         "config_error": problem,
         "passed": not mismatched and problem is None,
     }
+
+
+# -- GGUF -----------------------------------------------------------------------------------------
+# Chat-formatted conversations the GGUF's tokenizer and chat template must turn into exactly the
+# ids the studio's tokenizer gives, and on which its logits are compared with the merged model's.
+# Numbers, code, whitespace runs, non-Latin scripts and emoji are where pre-tokenizers differ.
+GGUF_CONVERSATIONS: tuple[tuple[tuple[str, str], ...], ...] = (
+    (("user", "What is the capital of France?"),),
+    (("user", "List three prime numbers."),),
+    (("user", "Compute 12345 * 678 and 3.14159 / 2.71828."),),
+    (("user", "Write a Python function that reverses a string:\n\ndef reverse(s):\n    ..."),),
+    (("user", "Translate to Chinese: good morning"),),
+    (("user", "你好，请介绍一下你自己。"),),
+    (("user", "Summarise: The quick brown fox jumps over the lazy dog.   Twice!!"),),
+    (("user", "Emoji test 🙂🚀 and accents: café, naïve, Zürich."),),
+    (("system", "You are a terse assistant. Answer in one word."), ("user", "Colour of the sky?")),
+    (("system", "Always answer in French."), ("user", "How are you?")),
+    (("user", "Hi!"), ("assistant", "Hello! How can I help?"), ("user", "Tell me a joke.")),
+    (("user", "2 + 2 ="), ("assistant", "4"), ("user", "And 20 + 22?")),
+    (("user", "Tabs\tand\nnewlines\n\n\nin the prompt"),),
+    (("user", "   leading and trailing spaces   "),),
+    (("user", "URLs: https://example.com/a?b=1&c=2 and emails: a.b@example.org"),),
+    (("user", "JSON: {\"name\": \"Ada\", \"age\": 36, \"tags\": [\"math\", \"code\"]}"),),
+    (("user", "What's the difference between it's and its? I'd like examples."),),
+    (("user", "Markdown:\n# Title\n- item one\n- item two\n**bold** _italic_"),),
+    (("system", "Reply with a haiku."), ("user", "The sea"), ("assistant", "Waves fold into foam"),
+     ("user", "Now the mountains.")),
+    (("user", "Count: 1, 10, 100, 1000, 10000, 100000, 1000000"),),
+)
+
+# (atol, rtol, minimum top-1 agreement) of the GGUF's logits against the merged model's, both in
+# float32. Measured on SmolLM2-135M (logit scale ~40): F16 max diff 0.04, BF16 0.28; Q8_0 max
+# diff ~1.3 with 95-97% top-1 agreement over every position (near-ties flip; see the card).
+GGUF_TOLERANCES = {
+    "f16": (5e-2, 5e-3, 0.98),
+    "bf16": (1e-1, 2e-2, 0.95),
+    "q8_0": (None, None, 0.95),
+}
+
+
+def gguf_conversations() -> list[list[dict[str, str]]]:
+    return [[{"role": r, "content": c} for r, c in conv] for conv in GGUF_CONVERSATIONS]
+
+
+def chat_ids(tokenizer: Any, conversation: list[dict[str, str]]) -> list[int]:
+    """The ids the studio feeds the model for a chat turn: template, generation prompt, no extra BOS."""
+    out = tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True, return_dict=True)
+    return list(out["input_ids"])
+
+
+def compare_tokenizers(studio_tokenizer: Any, gguf_tokenizer: Any) -> dict[str, Any]:
+    """Whether the GGUF's own tokenizer + chat template reproduce the studio's prompt ids."""
+    mismatches = []
+    for i, conv in enumerate(gguf_conversations()):
+        want, got = chat_ids(studio_tokenizer, conv), chat_ids(gguf_tokenizer, conv)
+        if want != got:
+            first = next((j for j, (a, b) in enumerate(zip(want, got)) if a != b), min(len(want), len(got)))
+            mismatches.append({"prompt": i, "text": conv[-1]["content"][:60], "first_difference_at": first,
+                               "studio": want[first:first + 5], "gguf": got[first:first + 5]})
+    return {"prompts": len(GGUF_CONVERSATIONS), "mismatches": mismatches,
+            "same_chat_template": (studio_tokenizer.chat_template or "") == (gguf_tokenizer.chat_template or "")}
+
+
+def gguf_logits(model: Any, id_lists: list[list[int]]) -> list[Any]:
+    import torch
+
+    with torch.inference_mode():
+        return [model(torch.tensor([ids], device=model.device)).logits[0].float().cpu() for ids in id_lists]
+
+
+def compare_gguf(reference: list[Any], candidate: list[Any], gguf_type: str) -> dict[str, Any]:
+    """GGUF vs merged-model logits: max |diff| against a float tolerance for F16/BF16, top-1
+    agreement over every prompt position for all types."""
+    import torch
+
+    atol, rtol, min_top1 = GGUF_TOLERANCES[gguf_type]
+    scale = max(float(r.abs().max()) for r in reference)
+    max_diff = max(float((r - c).abs().max()) for r, c in zip(reference, candidate, strict=True))
+    mean_diff = float(torch.cat([(r - c).abs().flatten() for r, c in zip(reference, candidate)]).mean())
+    agree = torch.cat([r.argmax(-1) == c.argmax(-1) for r, c in zip(reference, candidate)]).float()
+    tolerance = None if atol is None else atol + rtol * scale
+    checks = {"top1_agreement": float(agree.mean()) >= min_top1}
+    if tolerance is not None:
+        checks["max_abs_diff_within_tolerance"] = max_diff <= tolerance
+    return {"gguf_type": gguf_type, "max_abs_diff": max_diff, "mean_abs_diff": mean_diff, "logit_scale": scale,
+            "tolerance": tolerance, "top1_agreement": float(agree.mean()), "min_top1_agreement": min_top1,
+            "positions": int(agree.numel()), "checks": checks}

@@ -23,3 +23,30 @@ def test_estimates_agree_with_published_measurements():
     # the HF + peft benchmark entries (the studio's own stack) all agree
     peft = [c for c in comparisons if c.run["id"].startswith("peft-")]
     assert peft and all(abs(c.error) <= TOLERANCE for c in peft)
+
+
+def test_stored_error_band_matches_the_published_runs():
+    """error_band.json is data derived from published_runs.json; regenerate it with
+    ``python bench/bench_estimate.py --write-band`` whenever the formulas or the runs change."""
+    import json
+
+    from studio.estimate.calibration import BAND_FILE, bands_from
+
+    stored = json.loads(BAND_FILE.read_text(encoding="utf-8"))
+    assert stored == json.loads(json.dumps(bands_from(compare_published()))), "stale error_band.json"
+
+
+def test_every_estimate_carries_its_band_and_the_cli_shows_it(capsys):
+    import argparse
+
+    from studio.cli import estimate as cli
+    from studio.estimate import EstimateRequest, estimate, lookup_config
+
+    est = estimate(EstimateRequest(config=lookup_config("qwen2.5-7b"), method="qlora"))
+    assert est.band is not None and est.band.runs >= 5 and 0 < est.band.pct < 0.5
+    assert est.upper_bytes == est.band.upper(est.total_bytes) > est.total_bytes
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["estimate", "model", "qwen2.5-7b", "--method", "qlora"])
+    assert args.func(args) == 0
+    assert f"±{est.band.pct * 100:.0f}%, {est.band.runs} published runs" in capsys.readouterr().out

@@ -3,14 +3,23 @@ from __future__ import annotations
 
 import pytest
 
-from studio.estimate import GIB, GPU_CARDS, EstimateRequest, estimate, find_card, lookup_config, suggestions, verdict
+from studio.estimate import GIB, GPU_CARDS, ErrorBand, EstimateRequest, estimate, find_card, lookup_config, suggestions, verdict
 
 
 def test_thresholds():
     cap = 100 * GIB
-    assert verdict(int(89 * GIB), cap) == "fits"
-    assert verdict(int(95 * GIB), cap) == "tight"
-    assert verdict(int(101 * GIB), cap) == "does not fit"
+    assert verdict(int(89 * GIB), cap, None) == "fits"  # no band known: fits below 90%
+    assert verdict(int(95 * GIB), cap, None) == "tight"
+    assert verdict(int(101 * GIB), cap, None) == "does not fit"
+
+
+def test_fits_only_when_the_upper_edge_of_the_band_fits():
+    cap, band = 100 * GIB, ErrorBand(0.12, 14)
+    assert verdict(int(89 * GIB), cap, band) == "fits"       # 89 x 1.12 = 99.7
+    assert verdict(int(90 * GIB), cap, band) == "tight"      # 100.8: the estimate fits, its upper edge not
+    assert verdict(int(100 * GIB), cap, band) == "tight"
+    assert verdict(int(101 * GIB), cap, band) == "does not fit"
+    assert band.text() == "±12%, 14 published runs"
 
 
 def test_common_cards_cover_the_sizes():
@@ -37,7 +46,7 @@ def test_suggestions_really_fit(model, kw, card):
         assert s.estimate.total_bytes < before
         assert s.estimate.total_bytes == estimate(s.request).total_bytes
         if s.verdict == "fits":
-            assert s.estimate.total_bytes < 0.9 * cap
+            assert s.estimate.upper_bytes <= cap
 
 
 def test_smaller_batch_keeps_the_effective_batch():

@@ -30,7 +30,7 @@ def assert_nothing_left(db, export_id: int) -> None:
 def test_bad_requests_are_refused_before_anything_is_queued(module_db, made_adapters):
     adapter_id = add_adapter(module_db, made_adapters["vl_lora"], "vl_lora")
     with pytest.raises(ExportOptionsError) as e:
-        service.start_export(module_db, adapter_id, kind="gguf", dtype="int4", shard_size="lots", device="tpu")
+        service.start_export(module_db, adapter_id, kind="onnx", dtype="int4", shard_size="lots", device="tpu")
     assert len(e.value.problems) == 4  # every problem at once
     with pytest.raises(ExportNotFoundError):
         service.start_export(module_db, 4242)

@@ -14,7 +14,7 @@ from studio.export.verify import ProbeOutput, compare
 def test_options_are_normalised_and_every_problem_is_reported():
     assert ExportOptions.parse("merged", "bf16", "500mb") == ExportOptions("merged", "bfloat16", "500MB", "auto")
     assert ExportOptions.parse("adapter", "FP32", "4gib", "cpu").to_dict() == {
-        "kind": "adapter", "dtype": "float32", "shard_size": "4GiB", "device": "cpu"}
+        "kind": "adapter", "dtype": "float32", "shard_size": "4GiB", "device": "cpu", "gguf_type": None}
     with pytest.raises(ExportOptionsError) as e:
         ExportOptions.parse("merged", "nf4", "1KB")
     assert len(e.value.problems) == 2 and "lossy" in str(e.value) and "between 1MB and 100GB" in str(e.value)

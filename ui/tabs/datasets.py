@@ -11,8 +11,7 @@ from storage.db import Database
 from studio.datasets import service as datasets
 from studio.datasets.formats import FORMAT_NAMES
 from studio.datasets.options import DEFAULT_INSTRUCTION, ImportOptions
-from studio.datasets.problems import DatasetImportError
-from studio.uploads import store_upload
+from studio.datasets.problems import DatasetImportError, Problem
 from ui import widgets
 from ui.i18n import add, t
 
@@ -31,6 +30,10 @@ add("ds.limit", "Row limit (0 = all)", "行数上限（0 = 全部）")
 add("ds.skip", "Import the good rows and skip bad ones", "跳过有问题的行，只导入正确的行")
 add("ds.instruction", "Instruction for image captions", "图片说明数据使用的指令")
 add("ds.map", "Column mapping (source=field, comma separated)", "列映射（源列=字段，用逗号分隔）")
+add("ds.image_root", "Image folder (optional): relative image paths are read from here", "图片文件夹（可选）：相对图片路径从这里读取")
+add("ds.image_root_info", "A folder inside the archive or the workspace. Empty: the data file's folder, then its "
+    "parent folders (and their images/ folders) up to the upload's root.",
+    "压缩包或工作区内的文件夹。留空：先找数据文件所在文件夹，再向上逐级查找（包括其中的 images/ 文件夹），直到上传内容的根目录。")
 add("ds.import", "Import dataset", "导入数据集")
 add("ds.problems", "Problems found", "发现的问题")
 add("ds.table", "Datasets", "数据集列表")
@@ -76,7 +79,8 @@ def parse_column_map(text: str) -> dict[str, str]:
     return mapping
 
 
-def run_import(db: Database, upload, name, fmt, val_fraction, dedupe, limit, skip_bad, instruction, column_map):
+def run_import(db: Database, upload, name, fmt, val_fraction, dedupe, limit, skip_bad, instruction, column_map,
+               image_root=""):
     """Returns (message, problems table)."""
     if not upload:
         return "Choose a file to upload first.", gr.update(visible=False)
@@ -84,24 +88,26 @@ def run_import(db: Database, upload, name, fmt, val_fraction, dedupe, limit, ski
         options = ImportOptions(name=(name or "").strip() or None, format=None if fmt == AUTO else fmt,
                                 column_map=parse_column_map(column_map), instruction=instruction or DEFAULT_INSTRUCTION,
                                 val_fraction=float(val_fraction or 0), dedupe=bool(dedupe),
-                                limit=int(limit) if limit else None, on_error="skip" if skip_bad else "fail")
+                                limit=int(limit) if limit else None, on_error="skip" if skip_bad else "fail",
+                                image_root=(image_root or "").strip() or None)
     except ValueError as e:
         return f"**Not imported:** {e}", gr.update(visible=False)
     if errors := options.check():
         return "**Not imported:** " + "; ".join(errors), gr.update(visible=False)
-    stored = store_upload(db, upload, Path(upload).name)
     try:
-        result = datasets.import_dataset(db, stored, options)
+        result = datasets.import_upload(db, upload, Path(upload).name, options)  # a refused upload is removed
     except DatasetImportError as e:
         table = pd.DataFrame([[p.where(), p.message, p.hint] for p in e.problems], columns=PROBLEM_COLUMNS)
         return (f"**Not imported — {len(e.problems)} problem(s).** Nothing was written. Fix the file, or tick "
                 f"*{'skip bad rows'}* to import the good rows.", gr.update(value=table, visible=True))
-    d = result.dataset
+    d, report = result.dataset, result.report
     skipped = f", {d.num_skipped} bad rows skipped (see the table)" if d.num_skipped else ""
-    problems = getattr(result.report, "problems", []) or []
+    problems = [Problem(**p) for p in report.problems]  # the report keeps them as plain dicts
     table = pd.DataFrame([[p.where(), p.message, p.hint] for p in problems], columns=PROBLEM_COLUMNS)
+    found = f" {report.images_note().capitalize()}." if report.images_note() else ""
     return (f"**Imported #{d.id} {d.name}** as {d.format}: {d.num_train} training rows, {d.num_validation} "
-            f"validation rows, {d.num_images} images{skipped}.", gr.update(value=table, visible=bool(problems)))
+            f"validation rows, {d.num_images} images{skipped}. {report.accounting()}.{found}",
+            gr.update(value=table, visible=bool(problems)))
 
 
 def row_as_chat(db: Database, dataset_id, row_index) -> list[dict]:
@@ -182,6 +188,8 @@ def render(db: Database) -> dict:
                 skip_bad = gr.Checkbox(label=t("ds.skip"), value=False)
                 instruction = gr.Textbox(label=t("ds.instruction"), value=DEFAULT_INSTRUCTION)
                 column_map = gr.Textbox(label=t("ds.map"), placeholder="prompt=instruction, answer=output")
+                image_root = gr.Textbox(label=t("ds.image_root"), info=t("ds.image_root_info"), value="", placeholder="images",
+                                        elem_id="dataset-image-root")
             import_btn = gr.Button(t("ds.import"), variant="primary", elem_id="dataset-import")
             message = gr.Markdown(elem_id="dataset-import-message")
             problems = gr.Dataframe(headers=PROBLEM_COLUMNS, label=t("ds.problems"), visible=False, wrap=True,
@@ -221,7 +229,8 @@ def render(db: Database) -> dict:
         selected_id = newest[0].id if newest and msg.startswith("**Imported") else None
         return (msg, probs, *_after_change(selected_id))
 
-    import_btn.click(_import, inputs=[upload, name, fmt, val, dedupe, limit, skip_bad, instruction, column_map],
+    import_btn.click(_import, inputs=[upload, name, fmt, val, dedupe, limit, skip_bad, instruction, column_map,
+                                      image_root],
                      outputs=[message, problems, table, selected], api_name="import_dataset")
     selected.change(lambda d: (row_as_chat(db, d, 0), 0), inputs=selected, outputs=[preview, row],
                     api_name="select_dataset")

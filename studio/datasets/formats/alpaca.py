@@ -1,20 +1,26 @@
 """Alpaca: ``instruction`` (+ optional ``input``) -> ``output``, with optional ``system``,
-``history`` (earlier ``[question, answer]`` pairs) and ``images`` (with ``<image>`` placeholders)."""
+``history`` (earlier ``[question, answer]`` pairs) and ``images`` (or ``image``: one path or a
+list). Images go where ``<image>`` placeholders stand; a row without any placeholder shows its
+images before the instruction (a visual instruction set written as Alpaca keeps its images)."""
 from __future__ import annotations
 
 from typing import Any
 
 from studio.datasets import problems as P
-from studio.datasets.canonical import Draft, Turn
-from studio.datasets.formats.base import Context, image_refs, list_field, system_turn, text_field
+from studio.datasets.canonical import IMAGE_PLACEHOLDER, Draft, Turn
+from studio.datasets.formats.base import Context, image_refs, list_field, missing_fields, system_turn, text_field
 
 NAME = "alpaca"
-DESCRIPTION = "Alpaca: instruction / input / output (+ system, history)"
-FIELDS = ("instruction", "output", "input", "system", "history", "images")
+DESCRIPTION = "Alpaca: instruction / input / output (+ system, history, images)"
+FIELDS = ("instruction", "output", "input", "system", "history", "images", "image")
 
 
 def detect(keys: set[str]) -> bool:
     return {"instruction", "output"} <= keys
+
+
+def missing(keys: set[str]) -> list[str]:
+    return missing_fields(keys, ("instruction", "output"))
 
 
 def convert(row: dict[str, Any], ctx: Context) -> Draft | None:
@@ -22,11 +28,20 @@ def convert(row: dict[str, Any], ctx: Context) -> Draft | None:
     output = text_field(row, "output", ctx)
     extra_input = text_field(row, "input", ctx, required=False)
     turns = system_turn(row, ctx) + _history(row, ctx)
+    images_key = "images" if row.get("images") not in (None, "", []) else "image"
+    images = image_refs(row.get(images_key), images_key, ctx)
     if instruction is None or output is None:
         return None
     prompt = "\n".join(s for s in (instruction, extra_input) if s)
-    turns += [Turn("user", [("text", prompt)], "instruction"), Turn("assistant", [("text", output)], "output")]
-    return Draft(turns, image_refs(row.get("images"), "images", ctx))
+    user = Turn("user", [("text", prompt)], "instruction")
+    turns += [user, Turn("assistant", [("text", output)], "output")]
+    if images and not _has_placeholder(turns):
+        user.parts = [("text", IMAGE_PLACEHOLDER * len(images))] + user.parts
+    return Draft(turns, images, images_field=images_key)
+
+
+def _has_placeholder(turns: list[Turn]) -> bool:
+    return any(kind == "text" and IMAGE_PLACEHOLDER in value for t in turns for kind, value in t.parts)
 
 
 def _history(row: dict[str, Any], ctx: Context) -> list[Turn]:

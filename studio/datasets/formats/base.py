@@ -1,7 +1,8 @@
 """The common shape of a format module, and helpers they share.
 
 Every format module defines ``NAME``, ``DESCRIPTION``, ``FIELDS`` (the fields it reads: required
-first, used by the "unknown format" message and the column-mapping form), ``detect(keys)`` and
+first, used by the "unknown format" message and the column-mapping form), ``detect(keys)``,
+``missing(keys)`` (the required fields absent from ``keys``, in words) and
 ``convert(row, ctx) -> Draft | None``. ``convert`` never raises on bad data: it records problems in
 ``ctx.problems`` and returns ``None`` when the row is unusable.
 """
@@ -14,6 +15,7 @@ from typing import Any, Protocol
 from studio.datasets import problems as P
 from studio.datasets.canonical import Draft, ImageRef, Turn
 from studio.datasets.problems import RowProblems
+from studio.datasets.values import parse_int
 
 # ShareGPT-style speaker names -> canonical roles. Tool calls are assistant output; tool results
 # (observations) come back in the user's position, which keeps the user/assistant alternation the
@@ -33,6 +35,8 @@ class Format(Protocol):
     FIELDS: tuple[str, ...]
 
     def detect(self, keys: set[str]) -> bool: ...
+
+    def missing(self, keys: set[str]) -> list[str]: ...
 
     def convert(self, row: dict[str, Any], ctx: "Context") -> Draft | None: ...
 
@@ -68,16 +72,45 @@ def list_field(row: dict[str, Any], key: str, ctx: Context, required: bool = Tru
         return None
     if hasattr(value, "tolist"):  # numpy arrays from Parquet readers
         value = value.tolist()
+    value = json_list(value)
     if not isinstance(value, list):
         ctx.problems.add(key, P.BAD_VALUE, f"`{key}` is a {type(value).__name__}, expected a list", "")
         return None
     return value
 
 
+# Media the studio cannot train on: a row that names them is refused rather than imported without
+# them (a model trained on the text alone would learn to answer about videos it never saw).
+UNSUPPORTED_MEDIA = ("videos", "video", "audios", "audio")
+
+
+def refuse_unsupported_media(row: dict[str, Any], ctx: Context) -> None:
+    for key in UNSUPPORTED_MEDIA:
+        if row.get(key) not in (None, "", []):
+            ctx.problems.add(key, P.BAD_VALUE, f"row has `{key}`; only text and images can be trained on",
+                             "leave out the rows with videos or audio (or turn videos into image frames)")
+
+
+def json_list(value: Any) -> Any:
+    """A list written as JSON text in a table cell (CSV exports of chat data) becomes the list."""
+    if isinstance(value, str) and value.lstrip().startswith("["):
+        try:
+            parsed = json.loads(value, parse_int=parse_int)
+        except (ValueError, RecursionError):
+            return value
+        return parsed if isinstance(parsed, list) else value
+    return value
+
+
+def missing_fields(keys: set[str], required: tuple[str, ...]) -> list[str]:
+    return [f"`{f}`" for f in required if f not in keys]
+
+
 def image_refs(value: Any, key: str, ctx: Context) -> list[ImageRef]:
     """``images``: a list (or one) of paths, or Hugging Face image structs ``{"bytes", "path"}``."""
     if value is None or value == "" or value == []:
         return []
+    value = json_list(value)
     items = value if isinstance(value, list) else [value]
     refs = []
     for i, item in enumerate(items):

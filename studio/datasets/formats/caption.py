@@ -21,6 +21,15 @@ def detect(keys: set[str]) -> bool:
     return _first(keys, IMAGE_COLUMNS) is not None and _first(keys, TEXT_COLUMNS) is not None
 
 
+def missing(keys: set[str]) -> list[str]:
+    needs = []
+    if _first(keys, IMAGE_COLUMNS) is None:
+        needs.append(f"an image column ({', '.join(IMAGE_COLUMNS[:3])}, ...)")
+    if _first(keys, TEXT_COLUMNS) is None:
+        needs.append(f"a caption column ({', '.join(TEXT_COLUMNS[:3])}, ...)")
+    return needs
+
+
 def _first(keys, names: tuple[str, ...]) -> str | None:
     return next((n for n in names if n in keys), None)
 

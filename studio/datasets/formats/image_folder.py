@@ -20,5 +20,9 @@ def detect(keys: set[str]) -> bool:
     return False
 
 
+def missing(keys: set[str]) -> list[str]:
+    return []  # rows are made by the folder reader, never from a table
+
+
 def convert(row: dict[str, Any], ctx: Context) -> Draft | None:
     return caption.convert(row, ctx)

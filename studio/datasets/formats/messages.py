@@ -1,6 +1,8 @@
 """OpenAI / Hugging Face messages: ``messages`` of ``{"role", "content"}`` where content is a
 string or a list of parts (``text``, ``image``, ``image_url``); optional ``images`` list that
-``<image>`` placeholders in the text refer to (LLaMA-Factory's multimodal form) and ``tools``."""
+``<image>`` placeholders in the text refer to (LLaMA-Factory's multimodal form), or that bare
+``{"type": "image"}`` parts refer to in order (the form TRL and the Qwen2.5-VL cookbook use), and
+``tools``."""
 from __future__ import annotations
 
 import json
@@ -8,7 +10,10 @@ from typing import Any
 
 from studio.datasets import problems as P
 from studio.datasets.canonical import Draft, Turn
-from studio.datasets.formats.base import ROLE_ALIASES, Context, image_ref, image_refs, list_field, tools_extra
+from studio.datasets.canonical import IMAGE_PLACEHOLDER
+from studio.datasets.formats.base import (
+    ROLE_ALIASES, Context, image_ref, image_refs, list_field, missing_fields, tools_extra,
+)
 
 NAME = "messages"
 DESCRIPTION = "OpenAI/HF messages: messages [{role, content}] (+ images, tools)"
@@ -17,6 +22,10 @@ FIELDS = ("messages", "images", "tools")
 
 def detect(keys: set[str]) -> bool:
     return "messages" in keys
+
+
+def missing(keys: set[str]) -> list[str]:
+    return missing_fields(keys, ("messages",))
 
 
 def convert(row: dict[str, Any], ctx: Context) -> Draft | None:
@@ -62,6 +71,9 @@ def _part(part: Any, where: str, ctx: Context) -> tuple[str, Any] | None:
     kind = part.get("type") if isinstance(part, dict) else None
     if kind in ("text", "input_text", "output_text") and isinstance(part.get("text"), str):
         return ("text", part["text"])
+    if kind == "image" and _bare(part):
+        # no path of its own: it stands for the next entry of the row's `images`, like a placeholder
+        return ("text", IMAGE_PLACEHOLDER)
     if kind in ("image", "image_url", "input_image"):
         value = part.get("image_url", part.get("image", part))
         if isinstance(value, dict) and "url" in value and "bytes" not in value:
@@ -69,6 +81,16 @@ def _part(part: Any, where: str, ctx: Context) -> tuple[str, Any] | None:
         ref = image_ref(value)
         if ref is not None:
             return ("image", ref)
-    ctx.problems.add(where, P.BAD_VALUE, f"content part {part!r:.80} is not a text or image part",
+    ctx.problems.add(where, P.BAD_VALUE, f"content part {_short(part)} is not a text or image part",
                      'use {"type": "text", "text": ...} or {"type": "image", "image": "path"}')
     return None
+
+
+def _bare(part: dict[str, Any]) -> bool:
+    """``{"type": "image"}`` (Parquet exports add ``"image": None, "text": None``)."""
+    return all(part.get(k) in (None, "") for k in ("image", "image_url", "path", "url", "bytes"))
+
+
+def _short(value: Any) -> str:
+    text = repr(value)  # a part may be large: show its start only
+    return text if len(text) <= 80 else text[:77] + "..."

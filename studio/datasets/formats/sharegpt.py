@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from studio.datasets.canonical import Draft
-from studio.datasets.formats.base import Context, image_refs, list_field, speaker_turns, system_turn, tools_extra
+from studio.datasets.formats.base import (
+    Context, image_refs, list_field, missing_fields, speaker_turns, system_turn, tools_extra,
+)
 
 NAME = "sharegpt"
 DESCRIPTION = "ShareGPT: conversations [{from, value}] (+ system, tools, images)"
@@ -14,6 +16,10 @@ FIELDS = ("conversations", "system", "tools", "images")
 
 def detect(keys: set[str]) -> bool:
     return "conversations" in keys
+
+
+def missing(keys: set[str]) -> list[str]:
+    return missing_fields(keys, ("conversations",))
 
 
 def convert(row: dict[str, Any], ctx: Context) -> Draft | None:
