@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 MAX_ADAPTERS = 3  # panes beside the base model; more would not fit a screen side by side
 MAX_IMAGES_PER_MESSAGE = 8
 
-# Same bounds as training's defaults (studio.training.spec.VisionSettings): an image costs the
+# Same bounds as training's defaults (studio.spec.VisionSettings): an image costs the
 # same number of tokens in chat as it did while the adapter learned.
 DEFAULT_MIN_PIXELS = 28 * 28 * 4
 DEFAULT_MAX_PIXELS = 512 * 512
