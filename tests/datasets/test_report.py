@@ -77,15 +77,15 @@ def test_datasets_tab_message_states_duplicates_and_a_refused_upload_leaves_noth
 def test_datasets_tab_image_root_field(db, tmp_path):
     from ui.tabs.datasets import run_import
 
-    write(db.workspace.uploads_dir / "photos" / "cat.jpg", jpeg_bytes(seed=2))
+    write(db.workspace.uploads_dir / "Photos" / "cat.jpg", jpeg_bytes(seed=2))
     row = {"messages": [{"role": "user", "content": "<image>What?"}, {"role": "assistant", "content": "A cat."}],
            "images": ["cat.jpg"]}
     received = write(tmp_path / "gradio" / "cats.jsonl", json.dumps(row) + "\n")
     args = ("", "auto-detect", 0, True, 0, False, "Describe this image.", "")
     message, _ = run_import(db, str(received), *args, "")
     assert "Not imported" in message
-    message, _ = run_import(db, str(received), *args, "uploads/photos")
-    assert "**Imported" in message and "1 images" in message and "Images found in uploads/photos (1)" in message
+    message, _ = run_import(db, str(received), *args, "uploads/Photos")
+    assert "**Imported" in message and "1 images" in message and "Images found in uploads/Photos (1)" in message
 
 
 def test_datasets_tab_lists_skipped_rows(db, tmp_path):

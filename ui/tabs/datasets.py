@@ -104,7 +104,8 @@ def run_import(db: Database, upload, name, fmt, val_fraction, dedupe, limit, ski
     skipped = f", {d.num_skipped} bad rows skipped (see the table)" if d.num_skipped else ""
     problems = [Problem(**p) for p in report.problems]  # the report keeps them as plain dicts
     table = pd.DataFrame([[p.where(), p.message, p.hint] for p in problems], columns=PROBLEM_COLUMNS)
-    found = f" {report.images_note().capitalize()}." if report.images_note() else ""
+    note = report.images_note()
+    found = f" {note[:1].upper()}{note[1:]}." if note else ""
     return (f"**Imported #{d.id} {d.name}** as {d.format}: {d.num_train} training rows, {d.num_validation} "
             f"validation rows, {d.num_images} images{skipped}. {report.accounting()}.{found}",
             gr.update(value=table, visible=bool(problems)))
@@ -188,8 +189,8 @@ def render(db: Database) -> dict:
                 skip_bad = gr.Checkbox(label=t("ds.skip"), value=False)
                 instruction = gr.Textbox(label=t("ds.instruction"), value=DEFAULT_INSTRUCTION)
                 column_map = gr.Textbox(label=t("ds.map"), placeholder="prompt=instruction, answer=output")
-                image_root = gr.Textbox(label=t("ds.image_root"), info=t("ds.image_root_info"), value="", placeholder="images",
-                                        elem_id="dataset-image-root")
+                image_root = gr.Textbox(label=t("ds.image_root"), info=t("ds.image_root_info"), value="",
+                                        placeholder="images", elem_id="dataset-image-root")
             import_btn = gr.Button(t("ds.import"), variant="primary", elem_id="dataset-import")
             message = gr.Markdown(elem_id="dataset-import-message")
             problems = gr.Dataframe(headers=PROBLEM_COLUMNS, label=t("ds.problems"), visible=False, wrap=True,
