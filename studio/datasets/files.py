@@ -194,9 +194,10 @@ def _rows_one_by_one(text: str, file: str) -> tuple[list[Any], list[int | None]]
                                       "flatten the structure; chat rows need only a few levels")])
     rows: list[Any] = []
     lines: list[int | None] = []
+    line, counted_to = 1, 0
     for i, (start, end) in enumerate(spans, 1):
         start += len(text[start:end]) - len(text[start:end].lstrip())  # the row's own first line
-        line = text.count("\n", 0, start) + 1
+        line, counted_to = line + text.count("\n", counted_to, start), start
         lines.append(line)
         try:
             rows.append(json.loads(text[start:end], parse_int=parse_int))
