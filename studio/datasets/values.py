@@ -16,9 +16,10 @@ from studio.datasets import problems as P
 from studio.datasets.options import RowLimits
 from studio.datasets.problems import RowProblems
 
-# Python refuses int(str) beyond 4300 digits (a ValueError, not a JSON error); the JSON readers
-# keep anything longer than this as a ``BigNumber`` so it is reported, not raised.
-PARSE_DIGITS_CAP = 4000
+# Python refuses int(str) beyond 4300 digits (a ValueError, not a JSON error), and converting is
+# quadratic below that; the JSON readers keep anything longer than this as a ``BigNumber`` so it
+# is reported, cheaply, never raised.
+PARSE_DIGITS_CAP = 1000
 
 
 @dataclass(frozen=True)
