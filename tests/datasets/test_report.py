@@ -96,3 +96,11 @@ def test_datasets_tab_lists_skipped_rows(db, tmp_path):
     assert "1 bad rows skipped" in message and "3 rows read -> 2 imported: 1 bad row skipped (1 empty_turn)" in message
     assert table["visible"] and table["value"].values.tolist() == [
         ["some_bad.json row 3, field `output`", "turn 2 (assistant) is empty", "write the text of this turn or remove the turn"]]
+
+
+def test_datasets_tab_upload_that_never_arrived(db, tmp_path):
+    from ui.tabs.datasets import run_import
+
+    message, _ = run_import(db, str(tmp_path / "gone.json"), "", "auto-detect", 0, True, 0, False, "x", "", "")
+    assert message.startswith("**Not imported:**") and "did not arrive" in message
+    assert not any(db.workspace.uploads_dir.iterdir())

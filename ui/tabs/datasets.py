@@ -100,6 +100,8 @@ def run_import(db: Database, upload, name, fmt, val_fraction, dedupe, limit, ski
         table = pd.DataFrame([[p.where(), p.message, p.hint] for p in e.problems], columns=PROBLEM_COLUMNS)
         return (f"**Not imported — {len(e.problems)} problem(s).** Nothing was written. Fix the file, or tick "
                 f"*{'skip bad rows'}* to import the good rows.", gr.update(value=table, visible=True))
+    except FileNotFoundError as e:  # the browser's upload never reached the server's temporary folder
+        return f"**Not imported:** {e}", gr.update(visible=False)
     d, report = result.dataset, result.report
     skipped = f", {d.num_skipped} bad rows skipped (see the table)" if d.num_skipped else ""
     problems = [Problem(**p) for p in report.problems]  # the report keeps them as plain dicts
