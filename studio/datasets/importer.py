@@ -201,13 +201,15 @@ IMAGE_SUBFOLDERS = ("images", "image", "imgs")  # where repositories keep images
 
 
 def resolve_image_root(image_root: str | None, source: Source, workspace_root: Path, external: bool) -> Path | None:
-    """The image root as a real folder: absolute, or relative to the upload's root or the workspace.
+    """The image root as a real folder: absolute, or relative to the data file's folder, the upload's
+    root or the workspace (the first where it exists).
     It must lie inside the workspace (or the extracted archive), unless the caller vouches for an
     outside upload, where the person named it themself."""
     if image_root is None:
         return None
     given = Path(image_root.strip())
-    tries = [given] if given.is_absolute() else [source.search_root / given, workspace_root / given]
+    bases = _unique([source.base_dir, source.search_root, workspace_root])
+    tries = [given] if given.is_absolute() else [base / given for base in bases]
     folder = next((p.resolve() for p in tries if p.is_dir()), None)
     if folder is None:
         _fail(source.display, P.BAD_SOURCE, f"image root {image_root!r} is not a folder",

@@ -45,9 +45,9 @@ class ImportOptions:
     ``limit``: keep at most this many good rows (after dedupe).
     ``on_error``: ``"fail"`` writes nothing if any row is bad; ``"skip"`` imports the good rows.
     ``image_root``: the folder relative image paths are read from (LLaVA's ``--image_folder``,
-    LLaMA-Factory's ``media_dir``): absolute, or relative to the upload's root (an archive's top,
-    an uploaded folder, the data file's folder) or to the workspace. ``None``: search the data
-    file's folder and its ancestors up to the upload's root.
+    LLaMA-Factory's ``media_dir``): absolute, or relative to the data file's folder, the upload's
+    root (an archive's top, an uploaded folder) or the workspace, the first where it exists.
+    ``None``: search the data file's folder and its ancestors up to the upload's root.
     """
 
     name: str | None = None

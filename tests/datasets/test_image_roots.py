@@ -131,3 +131,12 @@ def test_a_refused_browser_upload_leaves_no_copy(db, tmp_path):
     good = write_json(tmp_path / "gradio-tmp" / "good.json", [{"instruction": "a", "output": "b"}])
     assert import_upload(db, good, "good.json").dataset.num_rows == 1
     assert len(list(db.workspace.uploads_dir.rglob("good.json"))) == 1
+
+
+def test_relative_image_root_is_tried_beside_the_data_file_first(db):
+    repo = db.workspace.uploads_dir / "repo"
+    write(repo / "data" / "media" / "x.png", png_bytes(color="red"))
+    write(db.workspace.root / "media" / "x.png", png_bytes(color="green"))  # the workspace's own media/
+    path = write_json(repo / "data" / "t.json", [llava_row("x.png")])
+    result = import_dataset(db, path, ImportOptions(image_root="media"))
+    assert result.report.images_found_in == {"uploads/repo/data/media": 1}
