@@ -31,9 +31,11 @@ add("ds.skip", "Import the good rows and skip bad ones", "跳过有问题的行�
 add("ds.instruction", "Instruction for image captions", "图片说明数据使用的指令")
 add("ds.map", "Column mapping (source=field, comma separated)", "列映射（源列=字段，用逗号分隔）")
 add("ds.image_root", "Image folder (optional): relative image paths are read from here", "图片文件夹（可选）：相对图片路径从这里读取")
-add("ds.image_root_info", "A folder inside the archive or the workspace. Empty: the data file's folder, then its "
-    "parent folders (and their images/ folders) up to the upload's root.",
-    "压缩包或工作区内的文件夹。留空：先找数据文件所在文件夹，再向上逐级查找（包括其中的 images/ 文件夹），直到上传内容的根目录。")
+add("ds.image_root_info", "A folder beside the data file, inside the archive, or in the workspace (e.g. "
+    "uploads/photos). Empty: the data file's folder, then its parent folders (and their images/ folders) up to the "
+    "upload's root.",
+    "数据文件旁、压缩包内或工作区中的文件夹（例如 uploads/photos）。留空：先找数据文件所在文件夹，再向上逐级查找"
+    "（包括其中的 images/ 文件夹），直到上传内容的根目录。")
 add("ds.import", "Import dataset", "导入数据集")
 add("ds.problems", "Problems found", "发现的问题")
 add("ds.table", "Datasets", "数据集列表")
