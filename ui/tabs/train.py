@@ -16,7 +16,8 @@ from studio import estimate as est
 from studio.datasets import service as datasets
 from studio.methods import METHODS
 from studio.planning import MemoryPlan, dataset_images_per_sample, plan_memory
-from studio.spec import RunSpec, parse_spec
+from studio.spec import LR_MAX, LR_MIN, DataSpec, RunSpec, TrainSettings, VisionSettings, parse_spec
+from ui import spec_widgets
 from ui.i18n import add, t
 from ui.memory_bar import memory_bar_html
 
@@ -75,13 +76,48 @@ add("tr.start_anyway", "Start anyway", "仍然开始")
 
 DEFAULT_CARD = "RTX 4090 24 GB"
 CARD_CHOICES = [c.name for c in est.GPU_CARDS]
-INT_FIELDS = {"r", "alpha", "init_r", "target_r", "tinit", "tfinal", "deltaT", "bits", "max_steps", "batch_size",
-              "grad_accum", "cutoff_len", "seed", "logging_steps", "save_steps", "num_processes", "min_pixels",
-              "max_pixels", "dataset_id"}
-NONE_IF_ZERO = {"train.max_steps", "method.tinit", "method.tfinal", "train.learning_rate"}
-LORA_ONLY = ("method.r", "method.use_dora", "method.use_rslora")
-QLORA_ONLY = ("method.bits", "method.double_quant")
-ADALORA_ONLY = ("method.init_r", "method.target_r", "method.tinit", "method.tfinal", "method.deltaT")
+# Which model class each dotted form path belongs to: INT_FIELDS / NONE_IF_ZERO follow from the fields.
+SECTIONS = {"train": TrainSettings, "vision": VisionSettings, "data": DataSpec}
+# Labels of the method fields that have one (others show their field name); bounds, kind and help
+# come from the settings classes of the method table.
+METHOD_LABELS = {"r": "tr.rank", "alpha": "tr.alpha", "dropout": "tr.dropout", "use_dora": "tr.dora",
+                 "use_rslora": "tr.rslora", "bits": "tr.bits", "double_quant": "tr.double_quant",
+                 "init_r": "tr.init_r", "target_r": "tr.target_r", "tinit": "tr.tinit", "tfinal": "tr.tfinal",
+                 "deltaT": "tr.deltaT"}
+TRAIN_LABELS = {"epochs": "tr.epochs", "max_steps": "tr.max_steps", "learning_rate": "tr.lr",
+                "batch_size": "tr.batch", "grad_accum": "tr.accum", "cutoff_len": "tr.cutoff",
+                "lr_scheduler": "tr.scheduler", "warmup_ratio": "tr.warmup", "precision": "tr.precision",
+                "gradient_checkpointing": "tr.gc", "seed": "tr.seed", "logging_steps": "tr.logging",
+                "save_steps": "tr.save", "num_processes": "tr.gpus"}
+TRAIN_ROWS = [("epochs", "max_steps", "learning_rate"), ("batch_size", "grad_accum", "cutoff_len"),
+              ("lr_scheduler", "warmup_ratio", "precision"), ("gradient_checkpointing",),
+              ("seed", "logging_steps", "save_steps", "num_processes")]
+
+
+def field_owner(path: str, method: str | None = None) -> tuple[Any, str] | None:
+    """(pydantic model, field name) a dotted form path fills, or None (e.g. ``model``, ``name``)."""
+    head, _, rest = path.partition(".")
+    if head == "method" and rest and "." not in rest:
+        cls = METHODS[method or "lora"].settings_cls
+        if rest not in cls.model_fields:
+            cls = next((m.settings_cls for m in METHODS.values() if rest in m.settings_cls.model_fields), None)
+        return (cls, rest) if cls is not None else None
+    if head in SECTIONS and rest in SECTIONS[head].model_fields:
+        return SECTIONS[head], rest
+    return None
+
+
+def method_field_groups() -> dict[frozenset, list[str]]:
+    """Method fields (but name and targets) grouped by the set of methods that have them, in table order:
+    the fields every method shares, then LoRA+QLoRA's, QLoRA's own, AdaLoRA's own..."""
+    groups: dict[frozenset, list[str]] = {}
+    for m in METHODS.values():
+        for name in m.settings_cls.model_fields:
+            if name in ("name", "targets") or any(name in fields for fields in groups.values()):
+                continue
+            owners = frozenset(k for k, other in METHODS.items() if name in other.settings_cls.model_fields)
+            groups.setdefault(owners, []).append(name)
+    return groups
 
 
 @dataclass
@@ -114,14 +150,19 @@ def _set(tree: dict, dotted: str, value: Any) -> None:
     tree[leaf] = value
 
 
-def _clean(path: str, value: Any) -> Any:
-    if path in NONE_IF_ZERO and not value:
-        return None
+def _clean(path: str, value: Any, method: str) -> Any:
     if path == "method.targets.custom":
         return [s.strip() for s in (value or "").split(",") if s.strip()]
     if path == "name":
         return (value or "").strip() or None
-    if isinstance(value, float) and value.is_integer() and path.split(".")[-1] in INT_FIELDS:
+    if path == "data.dataset_id" and isinstance(value, float) and value.is_integer():
+        return int(value)
+    owner = field_owner(path, method)
+    if owner is None:
+        return value
+    if spec_widgets.none_if_zero(*owner) and not value:
+        return None
+    if isinstance(value, float) and value.is_integer() and spec_widgets.is_int(*owner):
         return int(value)
     return value
 
@@ -135,7 +176,7 @@ def spec_from_form(values: dict[str, Any]):
         parts = path.split(".")
         if parts[0] == "method" and parts[1] not in known:
             continue
-        _set(tree, path, _clean(path, value))
+        _set(tree, path, _clean(path, value, method))
     return parse_spec(tree)
 
 
@@ -145,10 +186,7 @@ def method_widget_values(method: str, preset: str) -> dict[str, Any]:
     out = {f"method.{k}": v for k, v in settings.items() if k not in ("name", "targets")}
     out["method.targets.mode"] = settings["targets"]["mode"]
     out["method.targets.custom"] = ", ".join(settings["targets"]["custom"])
-    for key in ("method.tinit", "method.tfinal"):
-        if key in out and out[key] is None:
-            out[key] = 0
-    return out
+    return {k: 0 if v is None else v for k, v in out.items()}  # numeric "not set" shows as 0
 
 
 def explain_markdown(method: str) -> str:
@@ -244,80 +282,48 @@ def write_spec_file(db: Database, yaml_text: str) -> str | None:
 
 
 # -- layout ---------------------------------------------------------------------------------------
-def _method_controls(form: TrainForm) -> dict[str, Any]:
+def _method_controls(form: TrainForm) -> dict[frozenset, Any]:
+    """One group per set of methods sharing fields, shown while the chosen method is in the set."""
     lora = METHODS["lora"].preset()
-    ada = METHODS["adalora"].preset()
-    groups = {}
     form.add("method.targets.mode", gr.Radio(label=t("tr.targets"), choices=[("attention only", "attention"),
                                              ("all linear layers", "all-linear"), ("custom", "custom")],
                                              value=lora.targets.mode))
     form.add("method.targets.custom", gr.Textbox(label=t("tr.custom"), placeholder="q_proj, v_proj"))
-    with gr.Row():
-        form.add("method.alpha", gr.Slider(label=t("tr.alpha"), minimum=1, maximum=512, step=1, value=lora.alpha))
-        form.add("method.dropout", gr.Slider(label=t("tr.dropout"), minimum=0, maximum=0.5, step=0.01,
-                                             value=lora.dropout))
-    with gr.Group() as groups["lora"]:
-        form.add("method.r", gr.Slider(label=t("tr.rank"), minimum=1, maximum=256, step=1, value=lora.r))
-        with gr.Row():
-            form.add("method.use_dora", gr.Checkbox(label=t("tr.dora"), value=False))
-            form.add("method.use_rslora", gr.Checkbox(label=t("tr.rslora"), value=False))
-    with gr.Group(visible=False) as groups["qlora"]:
-        with gr.Row():
-            form.add("method.bits", gr.Radio(label=t("tr.bits"), choices=[4, 8], value=4))
-            form.add("method.double_quant", gr.Checkbox(label=t("tr.double_quant"), value=True))
-    with gr.Group(visible=False) as groups["adalora"]:
-        with gr.Row():
-            form.add("method.init_r", gr.Slider(label=t("tr.init_r"), minimum=1, maximum=256, step=1, value=ada.init_r))
-            form.add("method.target_r", gr.Slider(label=t("tr.target_r"), minimum=1, maximum=256, step=1,
-                                                  value=ada.target_r))
-        with gr.Row():
-            form.add("method.tinit", gr.Number(label=t("tr.tinit"), value=0, precision=0, minimum=0))
-            form.add("method.tfinal", gr.Number(label=t("tr.tfinal"), value=0, precision=0, minimum=0))
-            form.add("method.deltaT", gr.Number(label=t("tr.deltaT"), value=ada.deltaT, precision=0, minimum=1))
+    groups = {}
+    for owners, names in method_field_groups().items():
+        first = next(m for m in METHODS.values() if m.name in owners)
+        defaults = first.preset()
+        with gr.Group(visible="lora" in owners) as groups[owners]:
+            with gr.Row():
+                for name in names:
+                    label = t(METHOD_LABELS[name]) if name in METHOD_LABELS else name
+                    form.add(f"method.{name}", spec_widgets.widget(first.settings_cls, name, label,
+                                                                   value=getattr(defaults, name)))
     return groups
 
 
 def _train_controls(form: TrainForm) -> None:
     d = RunSpec.model_fields["train"].default_factory()
+    for row in TRAIN_ROWS:
+        with gr.Row():
+            for name in row:
+                value, extra = getattr(d, name), {}
+                if name == "learning_rate":  # the sensible range the static checks hold runs to
+                    value, extra = METHODS["lora"].default_learning_rate, {"minimum": LR_MIN, "maximum": LR_MAX}
+                form.add(f"train.{name}", spec_widgets.widget(TrainSettings, name, t(TRAIN_LABELS[name]),
+                                                              value=value, **extra))
     with gr.Row():
-        form.add("train.epochs", gr.Number(label=t("tr.epochs"), value=d.epochs, minimum=0.01, maximum=1000))
-        form.add("train.max_steps", gr.Number(label=t("tr.max_steps"), value=0, precision=0, minimum=0))
-        form.add("train.learning_rate", gr.Number(label=t("tr.lr"), value=METHODS["lora"].default_learning_rate,
-                                                  minimum=1e-7, maximum=1e-2, step=1e-5))
-    with gr.Row():
-        form.add("train.batch_size", gr.Slider(label=t("tr.batch"), minimum=1, maximum=64, step=1, value=d.batch_size))
-        form.add("train.grad_accum", gr.Slider(label=t("tr.accum"), minimum=1, maximum=128, step=1, value=d.grad_accum))
-        form.add("train.cutoff_len", gr.Slider(label=t("tr.cutoff"), minimum=64, maximum=32768, step=64,
-                                               value=d.cutoff_len))
-    with gr.Row():
-        form.add("train.lr_scheduler", gr.Dropdown(label=t("tr.scheduler"), value=d.lr_scheduler,
-                                                   choices=["cosine", "linear", "constant", "constant_with_warmup"]))
-        form.add("train.warmup_ratio", gr.Slider(label=t("tr.warmup"), minimum=0, maximum=0.5, step=0.01,
-                                                 value=d.warmup_ratio))
-        form.add("train.precision", gr.Radio(label=t("tr.precision"), choices=["auto", "bf16", "fp16", "fp32"],
-                                             value=d.precision))
-    with gr.Row():
-        form.add("train.gradient_checkpointing", gr.Checkbox(label=t("tr.gc"), value=d.gradient_checkpointing))
-        form.add("data.eval_fraction", gr.Slider(label=t("tr.eval"), minimum=0, maximum=0.3, step=0.01, value=0.0))
-    with gr.Row():
-        form.add("train.seed", gr.Number(label=t("tr.seed"), value=d.seed, precision=0))
-        form.add("train.logging_steps", gr.Number(label=t("tr.logging"), value=d.logging_steps, precision=0, minimum=1))
-        form.add("train.save_steps", gr.Number(label=t("tr.save"), value=d.save_steps, precision=0, minimum=1))
-        form.add("train.num_processes", gr.Number(label=t("tr.gpus"), value=1, precision=0, minimum=1, maximum=64))
+        form.add("data.eval_fraction", spec_widgets.widget(DataSpec, "eval_fraction", t("tr.eval")))
 
 
 def _vision_controls(form: TrainForm) -> gr.Accordion:
-    v = RunSpec.model_fields["vision"].default_factory()
     with gr.Accordion(t("tr.vision"), open=True, visible=False) as box:
         with gr.Row():
-            form.add("vision.min_pixels", gr.Number(label=t("tr.min_pixels"), value=v.min_pixels, precision=0,
-                                                    minimum=784))
-            form.add("vision.max_pixels", gr.Number(label=t("tr.max_pixels"), value=v.max_pixels, precision=0,
-                                                    minimum=784))
+            form.add("vision.min_pixels", spec_widgets.widget(VisionSettings, "min_pixels", t("tr.min_pixels")))
+            form.add("vision.max_pixels", spec_widgets.widget(VisionSettings, "max_pixels", t("tr.max_pixels")))
         with gr.Row():
-            form.add("vision.vision_tower", gr.Radio(label=t("tr.tower"), choices=["frozen", "lora"], value="frozen"))
-            form.add("vision.projector", gr.Radio(label=t("tr.projector"), choices=["frozen", "lora", "full"],
-                                                  value="frozen"))
+            form.add("vision.vision_tower", spec_widgets.widget(VisionSettings, "vision_tower", t("tr.tower")))
+            form.add("vision.projector", spec_widgets.widget(VisionSettings, "projector", t("tr.projector")))
     return box
 
 
@@ -379,13 +385,12 @@ def render(db: Database, tabs: gr.Tabs | None = None) -> dict:
     def _method(method):
         m = METHODS[method]
         return (gr.update(choices=list(m.presets), value=m.default_preset), explain_markdown(method),
-                gr.update(visible=method in ("lora", "qlora")), gr.update(visible=method == "qlora"),
-                gr.update(visible=method == "adalora"), gr.update(value=m.default_learning_rate))
+                *[gr.update(visible=method in owners) for owners in groups], gr.update(value=m.default_learning_rate))
 
     form.fields["method.name"].change(
         _method, inputs=form.fields["method.name"],
-        outputs=[form.fields["method.preset"], explanation, groups["lora"], groups["qlora"], groups["adalora"],
-                 form.fields["train.learning_rate"]], api_name="choose_method")
+        outputs=[form.fields["method.preset"], explanation, *groups.values(), form.fields["train.learning_rate"]],
+        api_name="choose_method")
     form.fields["method.preset"].change(_preset, inputs=[form.fields["method.name"], form.fields["method.preset"]],
                                         outputs=[form.fields[p] for p in method_paths], api_visibility="private")
 
