@@ -29,8 +29,15 @@ def http_status(url: str) -> int | None:
 
 
 def worker_pids(launcher: subprocess.Popen) -> list[int]:
-    return [p.pid for p in psutil.Process(launcher.pid).children()
-            if "jobs.worker" in " ".join(p.cmdline())]
+    """Live worker children; a killed worker the launcher has not reaped yet (a zombie) is not one."""
+    pids = []
+    for p in psutil.Process(launcher.pid).children():
+        try:
+            if "jobs.worker" in " ".join(p.cmdline()):
+                pids.append(p.pid)
+        except (psutil.ZombieProcess, psutil.NoSuchProcess):
+            continue
+    return pids
 
 
 @pytest.fixture
