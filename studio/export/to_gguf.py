@@ -330,6 +330,12 @@ def _add_vocab(writer: Any, model_dir: Path, config: dict, pre: str) -> None:
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     special = gguf.SpecialVocab(model_dir, load_merges=True, n_vocab=vocab_size)
+    # Say explicitly whether plain encoding adds BOS/EOS, as the studio's tokenizer does: llama.cpp's
+    # default differs by pre-tokenizer, and a chat template that writes its own special tokens
+    # (SmolLM2's, Qwen's) would otherwise get a second one.
+    probe = tokenizer("a")["input_ids"]
+    special.add_special_token.setdefault("bos", tokenizer.bos_token_id is not None and probe[:1] == [tokenizer.bos_token_id])
+    special.add_special_token.setdefault("eos", tokenizer.eos_token_id is not None and probe[-1:] == [tokenizer.eos_token_id])
     special.add_to_gguf(writer, quiet=True)
     if not special.merges:
         raise GgufUnsupportedError(f"{model_dir / 'tokenizer.json'} has no BPE merges; the GGUF could not tokenize")

@@ -61,6 +61,12 @@ def test_gguf_file_reloads_independently_and_matches_the_adapter(module_db, gguf
     folder = service.export_folder(module_db, gguf_exports["f16"])
     gguf_file = service.get_export(module_db, gguf_exports["f16"]).verification["gguf_file"]
     assert {p.name for p in folder.iterdir()} == {gguf_file, "Modelfile", "README.md"}
+    import gguf
+
+    fields = gguf.GGUFReader(folder / gguf_file).fields
+    assert fields["general.architecture"].contents() == "llama" and fields["tokenizer.ggml.pre"].contents() == "gpt-2"
+    assert fields["tokenizer.ggml.add_bos_token"].contents() is False  # the ChatML template has no BOS
+    assert "output.weight" not in {t.name for t in gguf.GGUFReader(folder / gguf_file).tensors}  # tied embeddings
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
     ids = tokenizer.apply_chat_template([{"role": "user", "content": "Name a colour and a fruit."}],
                                         add_generation_prompt=True, return_tensors="pt", return_dict=True)["input_ids"]
@@ -160,3 +166,37 @@ def test_options_round_trip_through_the_row(module_db, gguf_exports):
     info = service.get_export(module_db, gguf_exports["q8_0"])
     assert info.options["kind"] == "gguf" and info.options["gguf_type"] == "q8_0"
     assert json.dumps(info.verification)  # everything recorded is plain JSON
+
+
+def test_cli_queues_a_gguf_export_and_refuses_bad_ones(module_db, made_adapters):
+    import subprocess
+    import sys
+
+    from tests.export.helpers import subprocess_env
+    from tests.export.test_adapter_export import ROOT
+
+    adapter_id = add_adapter(module_db, made_adapters["lora"], "lora")
+    vl_id = add_adapter(module_db, made_adapters["vl_lora"], "vl_lora")
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "studio", "--workspace", str(module_db.workspace.root), "export",
+                               *args], cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=120)
+
+    queued = cli(f"adapter:{adapter_id}", "--gguf", "Q8_0")
+    assert queued.returncode == 0 and "queued export" in queued.stdout, queued.stderr[-2000:]
+    export = service.list_exports(module_db, adapter_id=adapter_id)[0]
+    assert export.kind == "gguf" and export.options["gguf_type"] == "q8_0" and export.status == JobStatus.QUEUED
+    service.cancel_export(module_db, export.id)
+    assert cli(f"adapter:{adapter_id}", "--gguf", "q4_k_m").returncode == 2  # not offered: argparse refuses
+    refused = cli(f"adapter:{vl_id}", "--gguf", "f16")
+    assert refused.returncode == 2 and "mmproj" in refused.stderr
+    assert cli(f"adapter:{adapter_id}", "--gguf", "f16", "--merged").returncode == 2  # one kind only
+
+
+def test_cli_summary_of_a_finished_gguf_export(module_db, gguf_exports, capsys):
+    from studio.cli.export import _print_summary, _summary
+
+    _print_summary(_summary(module_db, service.get_export(module_db, gguf_exports["f16"])))
+    out = capsys.readouterr().out
+    assert "(gguf) verified" in out and "f16.gguf (f16) read back with transformers" in out
+    assert "top-1 agreement" in out and "ollama create NAME -f Modelfile" in out

@@ -89,7 +89,10 @@ def test_qwen2_round_trip(tmp_path, tiny_vl_small_path):
 
     import gguf
 
-    field = gguf.GGUFReader(tmp_path / "out" / "m.gguf").fields["tokenizer.ggml.tokens"]
+    fields = gguf.GGUFReader(tmp_path / "out" / "m.gguf").fields
+    assert fields["tokenizer.ggml.add_bos_token"].contents() is False  # Qwen's template writes its own tokens
+    assert fields["tokenizer.ggml.pre"].contents() == "qwen2"
+    field = fields["tokenizer.ggml.tokens"]
     assert len(field.data) == config.vocab_size
     assert bytes(field.parts[field.data[-1]]).decode() == f"[PAD{config.vocab_size - 1}]"
     studio = AutoTokenizer.from_pretrained(src)
