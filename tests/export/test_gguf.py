@@ -200,3 +200,15 @@ def test_cli_summary_of_a_finished_gguf_export(module_db, gguf_exports, capsys):
     out = capsys.readouterr().out
     assert "(gguf) verified" in out and "f16.gguf (f16) read back with transformers" in out
     assert "top-1 agreement" in out and "ollama create NAME -f Modelfile" in out
+
+
+def test_job_refuses_an_unsupported_model_before_merging(module_db, made_adapters, monkeypatch):
+    """A base whose config the UI process could not read (a Hub id, say) is checked by the job,
+    before the slow merge: the VL adapter queued past the UI-side check fails with the reason."""
+    monkeypatch.setattr(service, "check_gguf_base", lambda ref: None)
+    adapter_id = add_adapter(module_db, made_adapters["vl_lora"], "vl_lora")
+    export_id = run_export(module_db, adapter_id, kind="gguf", gguf_type="f16")
+    info = service.get_export(module_db, export_id)
+    assert info.status == JobStatus.FAILED and "GGUF export covers" in info.error and "mmproj" in info.error
+    assert "merging" not in (info.progress.get("message") or ""), "refused before the merge started"
+    assert_nothing_left(module_db, export_id)

@@ -64,7 +64,8 @@ def test_llama_qk_permutation_is_what_the_transformers_reader_undoes(n_head, n_k
     assert np.array_equal(reader.process(to_gguf._permute(k, n_head, n_kv), "blk.0.attn_k.weight").weights, k)
 
 
-def test_qwen2_round_trip(tmp_path, tiny_vl_small_path):
+@pytest.mark.parametrize("gguf_type", ["f16", "bf16"])
+def test_qwen2_round_trip(tmp_path, tiny_vl_small_path, gguf_type):
     """A small random Qwen2 text model with a Qwen2.5-style tokenizer (the test model's 2k-token BPE
     with Qwen's pre-tokenizer and special tokens; the embedding has 16 more rows than tokens, as
     Qwen's does, and those ids become [PADn]): biases kept, no q/k permutation, the qwen2
@@ -83,7 +84,7 @@ def test_qwen2_round_trip(tmp_path, tiny_vl_small_path):
     model.save_pretrained(src)
     tokenizer.save_pretrained(src)
     (tmp_path / "out").mkdir()
-    summary = to_gguf.write(src, tmp_path / "out" / "m.gguf", "f16", name="tiny qwen2")
+    summary = to_gguf.write(src, tmp_path / "out" / "m.gguf", gguf_type, name="tiny qwen2")
     assert summary["architecture"] == "qwen2" and summary["tokenizer_pre"] == "qwen2"
     assert summary["tensor_types"]["F32"] == 1 + 2 * (2 + 3)  # output norm; per layer 2 norms + q/k/v biases
 
@@ -101,7 +102,7 @@ def test_qwen2_round_trip(tmp_path, tiny_vl_small_path):
     assert tokens["mismatches"] == [] and tokens["same_chat_template"]
     ids = [verify.chat_ids(studio, c) for c in verify.gguf_conversations()[:5]]
     gguf_model = AutoModelForCausalLM.from_pretrained(tmp_path / "out", gguf_file="m.gguf", dtype=torch.float32)
-    result = verify.compare_gguf(verify.gguf_logits(model, ids), verify.gguf_logits(gguf_model.eval(), ids), "f16")
+    result = verify.compare_gguf(verify.gguf_logits(model, ids), verify.gguf_logits(gguf_model.eval(), ids), gguf_type)
     assert all(result["checks"].values()), result
 
 
