@@ -261,7 +261,7 @@ llama-cli -m {f.gguf_file} -cnv          # chat in the terminal, using the chat 
 llama-server -m {f.gguf_file} --port 8080 # OpenAI-compatible server at http://localhost:8080
 ```
 
-**Ollama** (the `Modelfile` beside the GGUF: {template}; stop tokens {", ".join(m.get("stops") or []) or "none"};
+**Ollama** (the `Modelfile` beside the GGUF: {template}; stop tokens {", ".join(f"`{x}`" for x in m.get("stops") or []) or "none"};
 system prompt: {system})
 
 ```sh
