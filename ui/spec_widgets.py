@@ -112,8 +112,8 @@ def widget(model: type[BaseModel], name: str, label: Any, value: Any = None, **o
         return cls(choices=choices, value=default, **common)
     if base in (int, float):
         low, high = bounds(info)
-        if default is None and optional:
-            default = 0  # "not set"
+        if optional:  # 0 stands for "not set" (None), so the control must allow it
+            default, low = (0 if default is None else default), 0
         if base is int:
             common.setdefault("step", 1)
         # sliders for bounded ints and for shares/fractions; a box for the rest (0.5 epochs, 3e-4...)
@@ -123,7 +123,7 @@ def widget(model: type[BaseModel], name: str, label: Any, value: Any = None, **o
             step = common.pop("step", None) or 0.01
             return gr.Slider(minimum=low, maximum=high, step=step, value=default, **common)
         common.pop("step", None)
-        common.setdefault("minimum", 0 if optional and low is None else low)
+        common.setdefault("minimum", low)
         common.setdefault("maximum", high)
         return gr.Number(value=default, precision=0 if base is int else None, **common)
     raise TypeError(f"no generated control for {model.__name__}.{name} ({info.annotation!r})")

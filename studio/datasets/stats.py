@@ -16,6 +16,8 @@ from typing import Any, Callable, Iterable
 
 from PIL import Image
 
+from studio.datasets.render import render_row
+
 ImageTokenCounter = Callable[[int, int], int]  # (height, width) -> tokens
 MAX_LISTED_ROWS = 100
 BATCH = 256
@@ -187,25 +189,11 @@ def histogram(values: list[int], bins: int) -> dict[str, list]:
 
 # -- rendering --------------------------------------------------------------------------------------
 def render(row: dict[str, Any], processor: Any, image_token: str) -> str:
-    """The training text of a row through the model's chat template (ChatML if it has none).
-    Text-only rows get string contents, which every template understands; rows with images keep
-    the parts list that vision templates expect."""
+    """The training text of a row (``studio.datasets.render``: the renderer training uses). Rows
+    with images keep the parts list vision templates expect; text-only rows get strings."""
     has_images = any(p.get("type") == "image" for m in row["messages"] for p in m["content"])
-    messages = row["messages"] if has_images else [
-        {"role": m["role"], "content": "".join(p.get("text", "") for p in m["content"])} for m in row["messages"]]
-    for obj in (processor, getattr(processor, "tokenizer", None)):
-        if obj is not None and getattr(obj, "chat_template", None):
-            kwargs = {"tools": row["tools"]} if isinstance(row.get("tools"), list) else {}
-            return obj.apply_chat_template(messages, tokenize=False, **kwargs)
-    return _chatml(row, image_token)
-
-
-def _chatml(row: dict[str, Any], image_token: str) -> str:
-    def part(p: dict[str, Any]) -> str:
-        return p.get("text", "") if p.get("type") == "text" else f"<|vision_start|>{image_token}<|vision_end|>"
-
-    return "".join(f"<|im_start|>{m['role']}\n{''.join(part(p) for p in m['content'])}<|im_end|>\n"
-                   for m in row["messages"])
+    return render_row(processor, row, vision=has_images,
+                      image_placeholder=f"<|vision_start|>{image_token}<|vision_end|>")
 
 
 def image_size(path: str | Path) -> tuple[int, int]:

@@ -28,6 +28,8 @@ from typing import Any, Callable, Iterator
 import torch
 from transformers import StoppingCriteriaList
 
+from studio.datasets.render import render, template_messages
+
 from . import adapters as adapter_checks
 from .adapters import AdapterRef
 from .errors import BaseModelError, PaneError
@@ -343,10 +345,10 @@ class ChatEngine:
             if images:
                 raise PaneError(f"{base.ref} is a text-only model and cannot see images. Remove the image, or "
                                 "start a chat with a vision-language model (Qwen2.5-VL).")
-            text = _render(base.tokenizer, _template_form(conversation, vision=False))
+            text = render(base.tokenizer, template_messages(conversation, vision=False), generation_prompt=True)
             enc = base.tokenizer(text, add_special_tokens=False, return_tensors="pt")
             return {k: v.to(self.device) for k, v in enc.items()}, 0
-        text = _render(base.processor, _template_form(conversation, vision=True))
+        text = render(base.processor, template_messages(conversation, vision=True), generation_prompt=True)
         pil_images = _open_images(images)
         _set_pixel_bounds(base.processor, *_pixel_bounds(settings, adapter))
         enc = base.processor(text=[text], images=pil_images or None, return_tensors="pt", add_special_tokens=False)
@@ -389,29 +391,6 @@ def _with_system(messages: list[dict[str, Any]], system_prompt: str) -> list[dic
     if not system_prompt or (messages and messages[0].get("role") == "system"):
         return messages
     return [{"role": "system", "content": [{"type": "text", "text": system_prompt}]}, *messages]
-
-
-def _template_form(messages: list[dict[str, Any]], vision: bool) -> list[dict[str, Any]]:
-    """What chat templates expect (as in training): a plain string for text models, parts with
-    bare ``{"type": "image"}`` placeholders for vision-language processors."""
-    out = []
-    for m in messages:
-        parts = _parts(m)
-        if vision:
-            content: Any = [{"type": "image"} if p.get("type") == "image"
-                            else {"type": "text", "text": p.get("text", "")} for p in parts]
-        else:
-            content = "".join(p.get("text", "") for p in parts if p.get("type") == "text")
-        out.append({"role": m["role"], "content": content})
-    return out
-
-
-def _render(template_owner: Any, messages: list[dict[str, Any]]) -> str:
-    if getattr(template_owner, "chat_template", None):
-        return template_owner.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    # A base (non-chat) model has no template: a plain transcript is the best it can continue.
-    lines = [f"{m['role'].capitalize()}: {m['content'] if isinstance(m['content'], str) else ''}" for m in messages]
-    return "\n".join(lines) + "\nAssistant:"
 
 
 def _open_images(paths: list[str]) -> list[Any]:

@@ -23,6 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from studio.datasets.render import render as render_messages
+from studio.datasets.render import template_messages  # noqa: F401  (also this module's public name)
+
 IGNORE = -100
 
 
@@ -109,26 +112,6 @@ def row_images(row: dict[str, Any]) -> list[str]:
 
 
 # -- template form -------------------------------------------------------------------------------------
-def template_messages(messages: list[dict[str, Any]], vision: bool) -> list[dict[str, Any]]:
-    """Messages as chat templates expect them: plain strings for text models (many templates
-    concatenate ``content``); parts with ``{"type": "image"}`` placeholders for VL models."""
-    out = []
-    for m in messages:
-        content = m.get("content")
-        if isinstance(content, str):
-            parts = [{"type": "text", "text": content}]
-        else:
-            parts = content or []
-        if vision:
-            out.append({"role": m["role"], "content": [
-                {"type": "image"} if p.get("type") == "image" else {"type": "text", "text": p.get("text", "")}
-                for p in parts]})
-        else:
-            out.append({"role": m["role"], "content": "".join(p.get("text", "") for p in parts
-                                                              if p.get("type") == "text")})
-    return out
-
-
 # -- assistant masks -----------------------------------------------------------------------------------
 Render = Callable[[list[dict[str, Any]], bool], str]
 Tokenize = Callable[[str], list[int]]
@@ -157,13 +140,12 @@ def encode_with_assistant_mask(messages: list[dict[str, Any]], render: Render,
     return ids, mask
 
 
-def tokenizer_functions(template_owner: Any, tokenizer: Any) -> tuple[Render, Tokenize]:
-    """Render with the model's chat template (the processor's for VL), tokenize without adding
-    special tokens (the template already wrote them; adding a BOS twice is a classic bug)."""
+def tokenizer_functions(template_owner: Any, tokenizer: Any, tools: list | None = None) -> tuple[Render, Tokenize]:
+    """Render with the model's chat template (the processor's for VL) through the one renderer the
+    statistics and chat use too, with the row's tool definitions; tokenize without adding special
+    tokens (the template already wrote them; adding a BOS twice is a classic bug)."""
     def render(msgs: list[dict[str, Any]], generation_prompt: bool) -> str:
-        if not msgs:
-            return ""
-        return template_owner.apply_chat_template(msgs, tokenize=False, add_generation_prompt=generation_prompt)
+        return render_messages(template_owner, msgs, tools=tools, generation_prompt=generation_prompt)
 
     def tokenize(text: str) -> list[int]:
         return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
@@ -198,12 +180,14 @@ PROGRESS_EVERY = 500
 def encode_text_rows(rows: list[dict[str, Any]], tokenizer: Any, cutoff: int,
                      progress: Progress | None = None) -> tuple[dict[str, list], EncodeStats]:
     """Columns ``input_ids`` and ``labels`` (-100 outside assistant turns), cut at ``cutoff``."""
-    render, tokenize = tokenizer_functions(tokenizer, tokenizer)
+    plain = tokenizer_functions(tokenizer, tokenizer)
     stats, cols = EncodeStats(), {"input_ids": [], "labels": []}
     for n, row in enumerate(rows):
         if progress and n % PROGRESS_EVERY == 0:
             progress(n)
         stats.rows += 1
+        # the row's tool definitions are part of its prompt (as in the statistics and chat)
+        render, tokenize = tokenizer_functions(tokenizer, tokenizer, row["tools"]) if row.get("tools") else plain
         ids, mask = encode_with_assistant_mask(template_messages(row["messages"], vision=False), render, tokenize)
         stats.longest = max(stats.longest, len(ids))
         if len(ids) > cutoff:

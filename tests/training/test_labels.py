@@ -72,3 +72,26 @@ def test_vision_rows_never_cut_inside_an_image(db, mllm_id, tiny_vl_small_path):
     for ids in batch["input_ids"].tolist():
         assert ids.count(end_id) == ids.count(processor.tokenizer.convert_tokens_to_ids("<|vision_start|>"))
     assert int((batch["input_ids"] == image_id).sum()) == int(batch["image_grid_thw"].prod(-1).sum()) // 4
+
+
+def test_training_statistics_and_chat_render_a_row_alike_tools_included(tiny_vl_small_path):
+    """One renderer (studio.datasets.render): the token histogram measures what trains, and a chat
+    prompt is the training prompt; a row's tool definitions reach the template in both."""
+    from transformers import AutoTokenizer
+
+    from studio.datasets import stats
+    from studio.datasets.render import render, template_messages
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_vl_small_path)
+    tokenizer.chat_template = (
+        "{% if tools %}TOOLS {{ tools | tojson }}\n{% endif %}{% for m in messages %}<|im_start|>{{ m.role }}\n"
+        "{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    row = {"messages": [{"role": "user", "content": [{"type": "text", "text": "Weather in Oslo?"}]},
+                        {"role": "assistant", "content": [{"type": "text", "text": "Cold."}]}], "tools": tools}
+    cols, _ = encode_text_rows([row], tokenizer, cutoff=512)
+    text = stats.render(row, tokenizer, "<|image_pad|>")
+    assert "TOOLS" in text and "get_weather" in text
+    assert cols["input_ids"][0] == tokenizer(text, add_special_tokens=False)["input_ids"]
+    prompt = render(tokenizer, template_messages(row["messages"][:1], vision=False), tools=tools, generation_prompt=True)
+    assert text.startswith(prompt)  # chat formats the question exactly as training saw it
