@@ -103,6 +103,35 @@ class Workspace:
             shutil.rmtree(stage, ignore_errors=True)
             raise
 
+    @contextlib.contextmanager
+    def scratch_dir(self, label: str) -> Iterator[Path]:
+        """A fresh folder under tmp/ for a build whose final path is not known yet (e.g. named by a
+        row id the database hands out later); deleted on exit unless the caller moved it away."""
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        stage = self.tmp_dir / f"{label}.{uuid.uuid4().hex[:8]}.partial"
+        stage.mkdir()
+        try:
+            yield stage
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def set_aside(self, folder: Path, label: str) -> Iterator[None]:
+        """Delete ``folder`` only if the block succeeds: it is first renamed into tmp/ (atomic), put
+        back if the block raises (e.g. the row could not be deleted), and removed afterwards."""
+        aside = self.tmp_dir / f"{label}.{uuid.uuid4().hex[:8]}.partial"
+        moved = folder.exists()
+        if moved:
+            self.tmp_dir.mkdir(parents=True, exist_ok=True)
+            os.replace(folder, aside)
+        try:
+            yield
+        except BaseException:
+            if moved:
+                os.replace(aside, folder)
+            raise
+        shutil.rmtree(aside, ignore_errors=True)
+
     def clean_stale_tmp(self, older_than_s: float = 6 * 3600) -> int:
         """Remove leftovers of builds that crashed. Only old ones: another process may be building."""
         n = 0

@@ -8,7 +8,6 @@ removed, so a row never points at a half-built folder and a folder never outlive
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -53,7 +52,7 @@ def import_dataset(db: Database, source_path: str | os.PathLike, options: Import
     options = options or ImportOptions()
     ws = db.workspace
     upload = Path(source_path).expanduser().resolve() if external else ws.confine(source_path)
-    with _stage(ws) as stage:
+    with ws.scratch_dir("dataset") as stage:
         report = importer.build(upload, stage, options, ws.root, external=external and not _inside(ws, upload))
         row = _publish(db, stage, _row_fields(ws, upload, stage, report, options))
     return ImportResult(row, report)
@@ -75,20 +74,6 @@ def import_upload(db: Database, received: str | os.PathLike, original_name: str 
 
 def _inside(ws: Workspace, path: Path) -> bool:
     return path == ws.root or ws.root in path.parents
-
-
-@contextlib.contextmanager
-def _stage(ws: Workspace) -> Iterator[Path]:
-    """Like ``Workspace.staging_dir`` but without a final path: the dataset id that names the final
-    folder is only known when the row is inserted. Same ``.partial`` naming, so a crash's leftovers
-    are swept by ``Workspace.clean_stale_tmp``."""
-    ws.tmp_dir.mkdir(parents=True, exist_ok=True)
-    stage = ws.tmp_dir / f"dataset.{uuid.uuid4().hex[:8]}.partial"
-    stage.mkdir()
-    try:
-        yield stage
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)  # gone after a successful publish: renamed away
 
 
 def _publish(db: Database, stage: Path, fields: dict[str, Any]) -> Dataset:
@@ -167,23 +152,11 @@ def rename_dataset(db: Database, dataset_id: int, name: str) -> Dataset:
 def delete_dataset(db: Database, dataset_id: int) -> None:
     """Remove the row and the files. The folder is first moved aside (atomic), so if the row
     cannot be deleted it is moved back and nothing is lost."""
-    ws = db.workspace
     folder = dataset_dir(db, get_dataset(db, dataset_id))
-    aside = ws.tmp_dir / f"deleted-{dataset_id}.{uuid.uuid4().hex[:8]}.partial"
-    moved = folder.exists()
-    if moved:
-        ws.tmp_dir.mkdir(parents=True, exist_ok=True)
-        os.replace(folder, aside)
-    try:
-        with db.session() as s:
-            row = s.get(Dataset, dataset_id)
-            if row is not None:
-                s.delete(row)
-    except BaseException:
-        if moved:
-            os.replace(aside, folder)
-        raise
-    shutil.rmtree(aside, ignore_errors=True)
+    with db.workspace.set_aside(folder, f"deleted-{dataset_id}"), db.session() as s:
+        row = s.get(Dataset, dataset_id)
+        if row is not None:
+            s.delete(row)
 
 
 def dataset_dir(db: Database, dataset: Dataset | int) -> Path:

@@ -100,7 +100,7 @@ def modelfile(gguf_name: str, tokenizer: Any, system_prompt: str | None) -> tupl
     eos = getattr(tokenizer, "eos_token", None)
     if eos and eos not in stops:
         stops.append(eos)
-    lines = [f"# Ollama Modelfile written by Finetune Studio. Run: ollama create NAME -f Modelfile", f"FROM ./{gguf_name}", ""]
+    lines = ["# Ollama Modelfile written by Finetune Studio. Run: ollama create NAME -f Modelfile", f"FROM ./{gguf_name}", ""]
     if detected.format:
         lines += [f"# chat format: {detected.format.name} (checked against the model's chat template)",
                   f'TEMPLATE """{detected.format.go_template()}"""', ""]

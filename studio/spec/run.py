@@ -27,7 +27,7 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, ValidatorFunctionWrapHandler,
                       field_validator, model_validator)
 
-from studio.spec.problems import Problem, SpecError
+from studio.spec.problems import Problem
 from studio.spec.registry import MethodSettings, method_entry, method_names
 
 Precision = Literal["auto", "bf16", "fp16", "fp32"]

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from storage.workspace import atomic_write_text as write_text_atomic  # noqa: F401  (distributed.py uses it too)
 from studio.methods import get_method
 from studio.training import checkpoints
 from studio.training.device import peak_memory_bytes, reset_peak_memory, resolve_precision, torch_dtype
@@ -226,12 +227,6 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _last(history: list[dict[str, Any]], key: str) -> float | None:

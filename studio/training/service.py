@@ -8,9 +8,6 @@ Importing this module is cheap (no torch): the UI process calls it.
 """
 from __future__ import annotations
 
-import os
-import shutil
-import uuid
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -163,24 +160,11 @@ def delete_run(db: Any, run_id: int) -> None:
     run = get_run(db, run_id)
     if run.status in (JobStatus.QUEUED, JobStatus.RUNNING):
         raise RunStateError(f"run {run_id} is {run.status}; cancel it before deleting it")
-    ws = db.workspace
-    folder = ws.run_dir(run_id)
-    aside = ws.tmp_dir / f"deleted-run-{run_id}.{uuid.uuid4().hex[:8]}.partial"
-    moved = folder.exists()
-    if moved:
-        ws.tmp_dir.mkdir(parents=True, exist_ok=True)
-        os.replace(folder, aside)
-    try:
-        with db.session() as s:
-            s.execute(delete(Adapter).where(Adapter.run_id == run_id))
-            row = s.get(Run, run_id)
-            if row is not None:
-                s.delete(row)
-    except BaseException:
-        if moved:
-            os.replace(aside, folder)
-        raise
-    shutil.rmtree(aside, ignore_errors=True)
+    with db.workspace.set_aside(db.workspace.run_dir(run_id), f"deleted-run-{run_id}"), db.session() as s:
+        s.execute(delete(Adapter).where(Adapter.run_id == run_id))
+        row = s.get(Run, run_id)
+        if row is not None:
+            s.delete(row)
 
 
 def _estimate(db: Any, spec: RunSpec) -> int | None:
