@@ -85,3 +85,11 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def get_or_raise(session: Session, model: type, row_id: int, error: type[Exception], what: str | None = None):
+    """The row with this id, or ``error("no <what> with id N")``: the one "get the row or raise"."""
+    row = session.get(model, row_id)
+    if row is None:
+        raise error(f"no {what or model.__tablename__.rstrip('s')} with id {row_id}")
+    return row

@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import select
 
 from jobs import queue
-from storage.db import Database
+from storage.db import Database, get_or_raise
 from storage.models import Adapter, Export, Job, JobStatus, Run, utcnow
 from studio.export.errors import (
     AdapterMissingError,
@@ -101,9 +101,7 @@ def start_export(db: Database, adapter_id: int, kind: str = "merged", dtype: str
     """Check the request, create the Export row (queued) and enqueue its job. Returns the export id."""
     options = ExportOptions.parse(kind=kind, dtype=dtype, shard_size=shard_size, device=device, gguf_type=gguf_type)
     with db.session() as s:
-        adapter = s.get(Adapter, adapter_id)
-        if adapter is None:
-            raise ExportNotFoundError(f"adapter {adapter_id} does not exist")
+        adapter = get_or_raise(s, Adapter, adapter_id, ExportNotFoundError)
         folder = adapter_folder(db, adapter)
         if options.kind != ADAPTER:
             check_mergeable(adapter, folder)
@@ -173,9 +171,7 @@ def _local_config(ref: str) -> dict | None:
 def get_export(db: Database, export_id: int) -> ExportInfo:
     sync_with_job(db, export_id)
     with db.session() as s:
-        export = s.get(Export, export_id)
-        if export is None:
-            raise ExportNotFoundError(f"export {export_id} does not exist")
+        export = get_or_raise(s, Export, export_id, ExportNotFoundError)
         return _info(export, s.get(Job, export.job_id) if export.job_id else None)
 
 

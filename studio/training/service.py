@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import delete, select
 
 from jobs import queue
+from storage.db import get_or_raise
 from storage.models import Adapter, Job, JobStatus, Run, RunMetric
 from studio.spec import RunSpec, SpecError, parse_spec
 from studio.spec.checks import static_problems
@@ -110,10 +111,7 @@ def list_runs(db: Any, limit: int = 200) -> list[Run]:
 
 def get_run(db: Any, run_id: int) -> Run:
     with db.session() as s:
-        run = s.get(Run, run_id)
-        if run is None:
-            raise RunNotFound(f"no run with id {run_id}")
-        return run
+        return get_or_raise(s, Run, run_id, RunNotFound)
 
 
 def run_spec(db: Any, run_id: int) -> RunSpec:
@@ -145,9 +143,7 @@ def rename_run(db: Any, run_id: int, name: str) -> Run:
     if not 0 < len(name) <= 200:
         raise ValueError("a run name must be 1 to 200 characters")
     with db.session() as s:
-        run = s.get(Run, run_id)
-        if run is None:
-            raise RunNotFound(f"no run with id {run_id}")
+        run = get_or_raise(s, Run, run_id, RunNotFound)
         run.name = name
         for adapter in s.scalars(select(Adapter).where(Adapter.run_id == run_id)):
             adapter.name = name
