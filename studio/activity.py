@@ -90,14 +90,20 @@ def job_state(db: Database, job_id: int) -> JobState:
     return JobState(j.status, p.get("fraction"), p.get("message") or "", j.result, j.error)
 
 
-def wait_for_job(db: Database, job_id: int, poll_s: float = 0.5, timeout_s: float = 600):
-    """Yield the job's state until it finishes (for UI generators and the CLI)."""
+def poll_until(fetch, done, poll_s: float = 0.5, timeout_s: float = 600):
+    """Yield ``fetch()`` every ``poll_s`` seconds until ``done(state)`` (the last state is yielded
+    too) or ``timeout_s`` passes: the one poll loop of the UI's streaming generators and the CLI."""
     import time
 
     deadline = time.monotonic() + timeout_s
     while True:
-        state = job_state(db, job_id)
+        state = fetch()
         yield state
-        if state.finished or time.monotonic() > deadline:
+        if done(state) or time.monotonic() > deadline:
             return
         time.sleep(poll_s)
+
+
+def wait_for_job(db: Database, job_id: int, poll_s: float = 0.5, timeout_s: float = 600):
+    """Yield the job's state until it finishes (for UI generators and the CLI)."""
+    yield from poll_until(lambda: job_state(db, job_id), lambda state: state.finished, poll_s, timeout_s)

@@ -62,6 +62,10 @@ def _constraint(info: FieldInfo, kind: type) -> float | None:
     return None
 
 
+def _max_length(info: FieldInfo) -> Any:
+    return next((m for m in info.metadata if isinstance(m, annotated_types.MaxLen)), None)
+
+
 def bounds(info: FieldInfo) -> tuple[float | None, float | None]:
     """(lowest, highest) allowed value from ge/gt and le/lt."""
     low = _constraint(info, annotated_types.Ge)
@@ -106,6 +110,9 @@ def widget(model: type[BaseModel], name: str, label: Any, value: Any = None, **o
     common = {"label": label, "info": help_text(info), **overrides}
     if base is bool:
         return gr.Checkbox(value=bool(default), **common)
+    if base is str:
+        return gr.Textbox(value=default or "", lines=2, max_length=getattr(_max_length(info), "max_length", None),
+                          **common)
     if typing.get_origin(base) is Literal:
         choices = list(typing.get_args(base))
         cls = gr.Radio if len(choices) <= 4 else gr.Dropdown
@@ -117,7 +124,7 @@ def widget(model: type[BaseModel], name: str, label: Any, value: Any = None, **o
         if base is int:
             common.setdefault("step", 1)
         # sliders for bounded ints and for shares/fractions; a box for the rest (0.5 epochs, 3e-4...)
-        slide = low is not None and high is not None and (high - low <= 2 if base is float else
+        slide = low is not None and high is not None and (high - low <= 10 if base is float else
                                                           high - low <= SLIDER_MAX_SPAN)
         if slide:
             step = common.pop("step", None) or 0.01

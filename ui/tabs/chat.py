@@ -5,20 +5,22 @@ each pane's partial text into its Chatbot. Every chat is saved and can be reopen
 """
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import gradio as gr
 import pandas as pd
 
 from storage.db import Database
+from studio import activity
 from studio.inference import service as chat
 from studio.inference.errors import ChatError
 from studio.inference.settings import MAX_ADAPTERS, ChatSettings, SettingsError
 from studio.training import history
+from ui import spec_widgets
 from ui.i18n import add, t
 
 POLL_S = 0.2
+JOB_TIMEOUT_S = 6 * 3600  # a chat may wait behind a long training run; the page stops following after this
 PANES = MAX_ADAPTERS + 1
 
 add("chat.intro", "Send the same message to the base model and to your adapters; the answers stream side by side. "
@@ -114,10 +116,19 @@ def empty_panes(db: Database, base_ref: str | None, adapter_ids) -> list[Any]:
             for i in range(PANES)]
 
 
-def settings_from(values: list[Any]) -> dict[str, Any]:
-    keys = ["system_prompt", "max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "seed",
-            "max_pixels"]
-    out = dict(zip(keys, values))
+# The chat settings the tab shows, with their labels: the controls are generated from ChatSettings
+# (bounds, help); the tab starts greedy without a repetition penalty, so panes differ only by adapter.
+SETTINGS_LABELS = {"system_prompt": "chat.system", "max_new_tokens": "chat.max_new", "temperature": "chat.temperature",
+                   "top_p": "chat.top_p", "top_k": "chat.top_k", "repetition_penalty": "chat.rep", "seed": "chat.seed",
+                   "max_pixels": "chat.max_pixels"}
+UI_DEFAULTS = {"temperature": 0.0, "repetition_penalty": 1.0}
+SETTINGS_ROWS = [("system_prompt",), ("max_new_tokens", "temperature", "top_p"),
+                 ("top_k", "repetition_penalty", "seed", "max_pixels")]
+
+
+def settings_from(values: dict[str, Any]) -> dict[str, Any]:
+    """ChatSettings fields from the settings controls' values, keyed by field name."""
+    out = dict(values)
     out["system_prompt"] = out["system_prompt"] or ""
     for k in ("max_new_tokens", "top_k", "seed", "max_pixels"):
         out[k] = int(out[k])
@@ -136,25 +147,23 @@ def ensure_chat(db: Database, chat_id, base_ref, adapter_ids, settings) -> int:
     return chat.create_chat(db, base_ref, adapter_ids, settings)
 
 
-def send(db: Database, chat_id, base_ref, adapter_ids, message, *settings_values):
+def send(db: Database, chat_id, base_ref, adapter_ids, message, settings_values: dict[str, Any]):
     """Generator: queue the message, then stream every pane until the job ends.
     Yields (chat_id, job_id, status line, input box, *pane updates)."""
     text = (message or {}).get("text", "") if isinstance(message, dict) else (message or "")
     files = (message or {}).get("files", []) if isinstance(message, dict) else []
     try:
-        chat_id = ensure_chat(db, chat_id, base_ref, adapter_ids, settings_from(list(settings_values)))
+        chat_id = ensure_chat(db, chat_id, base_ref, adapter_ids, settings_from(settings_values))
         job_id = chat.send_message(db, chat_id, text, files)
     except (ChatError, SettingsError, ValueError) as e:
         yield chat_id, None, f"⚠️ {e}", gr.update(), *panes_view(db, chat_id)
         return
     live = chat.get_chat(db, chat_id)["pending_message"]
-    while True:
-        state = chat.poll(db, job_id)
+    for state in activity.poll_until(lambda: chat.poll(db, job_id), lambda st: st["done"], POLL_S, JOB_TIMEOUT_S):
         if state["done"]:
             break
         yield chat_id, job_id, state["message"], gr.update(value=None), *panes_view(
             db, chat_id, {"message": live, "panes": state["panes"]})
-        time.sleep(POLL_S)
     note = f"⚠️ {state['error']}" if state["error"] else ("Stopped." if state["status"] == "cancelled" else "")
     yield chat_id, None, note, gr.update(value=None), *panes_view(db, chat_id)
 
@@ -168,11 +177,12 @@ def compare_frame(db: Database, chat_id: int) -> pd.DataFrame:
     return pd.DataFrame(table["rows"], columns=table["headers"])
 
 
-def run_compare(db: Database, base_ref, adapter_ids, prompts_text, dataset_id, split, limit, *settings_values):
+def run_compare(db: Database, base_ref, adapter_ids, prompts_text, dataset_id, split, limit,
+                settings_values: dict[str, Any]):
     """Generator: queue the comparison and fill the table as answers arrive."""
     prompts = [p for p in (prompts_text or "").splitlines() if p.strip()]
     try:
-        settings = settings_from(list(settings_values))
+        settings = settings_from(settings_values)
         chat_id, job_id = chat.create_compare(
             db, base_ref, [int(a) for a in adapter_ids or []], prompts,
             dataset_id=int(dataset_id) if dataset_id and not prompts else None, split=split, limit=int(limit),
@@ -180,12 +190,8 @@ def run_compare(db: Database, base_ref, adapter_ids, prompts_text, dataset_id, s
     except (ChatError, SettingsError, ValueError, LookupError) as e:
         yield f"⚠️ {e}", gr.update(), None, None
         return
-    while True:
-        state = chat.poll(db, job_id)
+    for state in activity.poll_until(lambda: chat.poll(db, job_id), lambda st: st["done"], 1.0, JOB_TIMEOUT_S):
         yield state["message"], compare_frame(db, chat_id), None, None
-        if state["done"]:
-            break
-        time.sleep(1.0)
     note = f"⚠️ {state['error']}" if state["error"] else f"Comparison #{chat_id} saved."
     yield (note, compare_frame(db, chat_id), str(chat.export_compare(db, chat_id, "csv")),
            str(chat.export_compare(db, chat_id, "jsonl")))
@@ -203,19 +209,13 @@ def render(db: Database) -> dict:
         adapters = gr.Dropdown(label=t("chat.adapters"), choices=adapter_choices(db, bases[0][1]), multiselect=True,
                                max_choices=MAX_ADAPTERS, scale=3, elem_id="chat-adapters")
         saved = gr.Dropdown(label=t("chat.saved"), choices=saved_choices(db), scale=2)
-    d = ChatSettings()
+    settings: dict[str, Any] = {}
     with gr.Accordion(t("chat.settings"), open=False):
-        system = gr.Textbox(label=t("chat.system"), lines=2)
-        with gr.Row():
-            max_new = gr.Slider(label=t("chat.max_new"), minimum=1, maximum=4096, step=1, value=d.max_new_tokens)
-            temperature = gr.Slider(label=t("chat.temperature"), minimum=0, maximum=2, step=0.05, value=0.0)
-            top_p = gr.Slider(label=t("chat.top_p"), minimum=0.05, maximum=1, step=0.05, value=d.top_p)
-        with gr.Row():
-            top_k = gr.Slider(label=t("chat.top_k"), minimum=0, maximum=200, step=1, value=d.top_k)
-            rep = gr.Slider(label=t("chat.rep"), minimum=1.0, maximum=2.0, step=0.05, value=1.0)
-            seed = gr.Number(label=t("chat.seed"), value=d.seed, precision=0, minimum=0)
-            max_pixels = gr.Number(label=t("chat.max_pixels"), value=d.max_pixels, precision=0, minimum=784)
-    settings = [system, max_new, temperature, top_p, top_k, rep, seed, max_pixels]
+        for row in SETTINGS_ROWS:
+            with gr.Row():
+                for name in row:
+                    settings[name] = spec_widgets.widget(ChatSettings, name, t(SETTINGS_LABELS[name]),
+                                                         value=UI_DEFAULTS.get(name))
     with gr.Row(equal_height=True):
         panes = [gr.Chatbot(label="Base model", height=420, visible=i == 0, elem_id=f"chat-pane-{i}")
                  for i in range(PANES)]
@@ -228,12 +228,12 @@ def render(db: Database) -> dict:
             stop_btn = gr.Button(t("chat.stop"), variant="stop")
             new_btn = gr.Button(t("chat.new"))
 
-    def _send(cid, b, a, m, *s):
-        yield from send(db, cid, b, a, m, *s)
+    def _send(cid, b, a, m, *values):
+        yield from send(db, cid, b, a, m, dict(zip(settings, values)))
 
     send_outputs = [chat_id, job_id, status, message, *panes]
     for trigger in (send_btn.click, message.submit):
-        trigger(_send, inputs=[chat_id, base, adapters, message, *settings], outputs=send_outputs,
+        trigger(_send, inputs=[chat_id, base, adapters, message, *settings.values()], outputs=send_outputs,
                 api_name="send_message" if trigger == send_btn.click else False)
     stop_btn.click(lambda j: chat.stop(db, int(j)) and "Stopping…" if j else "", inputs=job_id, outputs=status,
                    api_name="stop_chat")
@@ -275,10 +275,10 @@ def render(db: Database) -> dict:
             csv_file = gr.File(label=t("chat.download"), interactive=False)
             jsonl_file = gr.File(label=t("chat.download_jsonl"), interactive=False)
 
-    def _compare(b, a, p, ds, sp, lim, *s):
-        yield from run_compare(db, b, a, p, ds, sp, lim, *s)
+    def _compare(b, a, p, ds, sp, lim, *values):
+        yield from run_compare(db, b, a, p, ds, sp, lim, dict(zip(settings, values)))
 
-    compare_btn.click(_compare, inputs=[base, adapters, prompts, dataset, split, limit, *settings],
+    compare_btn.click(_compare, inputs=[base, adapters, prompts, dataset, split, limit, *settings.values()],
                       outputs=[compare_status, table, csv_file, jsonl_file], api_name="run_compare")
     return {"base": base, "adapters": adapters, "saved": saved, "dataset": dataset, "panes": panes, "chat_id": chat_id}
 
