@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jobs import queue
+from jobs.services import WorkerServices
 from storage.db import Database
 
 
@@ -20,6 +21,8 @@ class JobContext:
     job_id: int
     kind: str
     payload: dict[str, Any]
+    # the running worker's long-lived things (chat engine); a child process gets a fresh, empty one
+    services: WorkerServices = field(default_factory=WorkerServices)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("jobs.job"))
     cancel_poll_s: float = 1.0
     _last_poll: float = field(default=0.0, repr=False)

@@ -25,6 +25,7 @@ from jobs import logsetup, queue
 from jobs.context import JobCancelled, JobContext
 from jobs.kinds import JobKind, get_kind
 from jobs.runner import EXIT_CANCELLED, EXIT_OK, WORKER_PID_ENV
+from jobs.services import WorkerServices
 from storage.db import Database
 from storage.models import Job, JobStatus
 
@@ -61,6 +62,7 @@ class Worker:
     config: WorkerConfig = field(default_factory=WorkerConfig)
     worker_id: str = field(default_factory=new_worker_id)
     stop_event: threading.Event = field(default_factory=threading.Event)
+    services: WorkerServices = field(default_factory=WorkerServices)  # the chat engine lives here
     _last_reap: float = 0.0
 
     # -- main loop ---------------------------------------------------------------------------
@@ -98,7 +100,7 @@ class Worker:
 
     # -- in-process jobs -----------------------------------------------------------------------
     def _run_in_process(self, job: Job, kind: JobKind) -> Outcome:
-        ctx = JobContext(self.db, job.id, job.kind, dict(job.payload or {}))
+        ctx = JobContext(self.db, job.id, job.kind, dict(job.payload or {}), services=self.services)
         beat = _Heartbeat(self, job.id)
         beat.start()
         try:
@@ -113,7 +115,7 @@ class Worker:
 
     # -- isolated jobs -------------------------------------------------------------------------
     def _run_isolated(self, job: Job, kind: JobKind) -> Outcome:
-        _release_in_process_models()
+        self.services.release()  # the child process gets the memory the chat model held
         log_path = self.db.workspace.job_log(job.id)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         outcome_file = log_path.with_suffix(".outcome.json")
@@ -152,17 +154,6 @@ class Worker:
         # The leader exited: make sure nothing it started lives on in its group.
         _kill_group(proc)
         return None
-
-
-def _release_in_process_models() -> None:
-    """Free the chat engine's model before a child process (training, export) needs the memory.
-    Looked up in sys.modules so a worker that never chatted does not import torch here."""
-    chat_jobs = sys.modules.get("studio.inference.jobs")
-    if chat_jobs is not None:
-        try:
-            chat_jobs.release_engine()
-        except Exception:
-            log.exception("could not release the chat engine's model")
 
 
 class _Heartbeat(threading.Thread):
@@ -249,9 +240,21 @@ def reap(db: Database) -> list[int]:
     return reaped
 
 
-def run_inline(db: Database, job_id: int) -> Outcome:
-    """Synchronous mode (tests, headless CLI): run one queued job in this process, no child."""
-    worker = Worker(db, worker_id=f"inline:{os.getpid()}")
+def run_inline(db: Database, job_id: int, services: WorkerServices | None = None) -> Outcome:
+    """Synchronous mode (tests, headless CLI): run one queued job in this process, no child.
+    ``services``: the caller's long-lived services (a chat engine kept across calls); without
+    them the job gets fresh ones, released when it ends."""
+    own = services is None
+    worker = Worker(db, worker_id=f"inline:{os.getpid()}", services=services or WorkerServices())
+    try:
+        return _run_inline(worker, job_id)
+    finally:
+        if own:
+            worker.services.close()
+
+
+def _run_inline(worker: Worker, job_id: int) -> Outcome:
+    db = worker.db
     job = queue.claim_job(db, job_id, worker.worker_id)
     if job is None:
         raise RuntimeError(f"job {job_id} is not queued")

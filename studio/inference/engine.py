@@ -1,6 +1,6 @@
 """ChatEngine: ONE base model in memory, adapters switched on and off on it.
 
-The worker owns one engine (``studio.inference.jobs.worker_engine``) and keeps it between chat
+The worker owns one engine (``ctx.services.chat_engine``, see ``jobs.services``) and keeps it between chat
 messages, so the base model is loaded once per chat session, not once per message or per pane.
 Adapters are attached to that same model with peft (``load_adapter`` once, then ``set_adapter``);
 the base pane runs inside ``disable_adapter()``. Loading another base model first unloads the old

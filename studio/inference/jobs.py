@@ -1,19 +1,17 @@
 """Chat jobs, run by the worker inside its own process (kinds ``chat.message`` and ``chat.compare``).
 
-The worker process owns ONE :class:`ChatEngine` (``worker_engine()``), created on the first chat
-job and kept between jobs: the base model stays loaded from one message to the next. This module
-is only imported by the worker (the job table names handlers as strings), never by the UI, so the
-engine is not shared across UI users: it is the worker's, serving the queue one job at a time.
+Each worker owns ONE :class:`ChatEngine` in its services (``ctx.services.chat_engine``, see
+``jobs.services``), created on the first chat job and kept between jobs: the base model stays
+loaded from one message to the next. This module is only imported by the worker (the job table
+names handlers as strings), never by the UI, so the engine is not shared across UI users.
 
-Before an isolated job (training, export) starts, the worker calls ``release_engine()`` so the
-child process gets the GPU memory the chat model held.
+When another job needs the memory the chat model holds, the worker releases it
+(``WorkerServices.release``); the next chat loads it again.
 """
 from __future__ import annotations
 
 import copy
 import logging
-import os
-import threading
 from typing import Any
 
 from jobs.context import JobCancelled, JobContext
@@ -31,39 +29,6 @@ log = logging.getLogger("studio.inference")
 CANCEL_POLL_S = 0.1  # how often generation re-reads the cancel flag: "stop" acts within ~0.1 s
 NOT_STARTED = "not answered: generation was stopped before this pane's turn"
 
-_engine: ChatEngine | None = None
-_engine_pid: int | None = None
-_engine_lock = threading.Lock()
-
-
-# -- the worker's engine ----------------------------------------------------------------------------
-def worker_engine() -> ChatEngine:
-    """This process's engine, created on first use. (A forked child gets its own, never the parent's.)"""
-    global _engine, _engine_pid
-    with _engine_lock:
-        if _engine is None or _engine_pid != os.getpid():
-            threads = os.environ.get("FTS_TORCH_THREADS")  # same knob as training
-            _engine = ChatEngine(device=os.environ.get("FTS_CHAT_DEVICE", "auto"),
-                                 dtype=os.environ.get("FTS_CHAT_DTYPE", "auto"),
-                                 threads=int(threads) if threads else None)
-            _engine_pid = os.getpid()
-        return _engine
-
-
-def release_engine() -> None:
-    """Unload the chat model (an isolated job is about to need the memory). The next chat reloads it."""
-    with _engine_lock:
-        if _engine is not None and _engine_pid == os.getpid():
-            _engine.unload()
-
-
-def reset_engine() -> None:
-    """Forget the engine entirely (tests start from a fresh one to count loads)."""
-    global _engine
-    release_engine()
-    with _engine_lock:
-        _engine = None
-
 
 # -- chat.message -----------------------------------------------------------------------------------
 def run_chat_job(ctx: JobContext) -> dict[str, Any]:
@@ -74,7 +39,7 @@ def run_chat_job(ctx: JobContext) -> dict[str, Any]:
     panes = chat.transcript["panes"]
     progress = PaneProgress(ctx, panes)
     ctx.cancel_poll_s = CANCEL_POLL_S
-    engine = worker_engine()
+    engine = ctx.services.chat_engine
     try:
         _ensure_base(ctx, engine, chat.base_model_ref, progress)
     except BaseModelError as e:
@@ -144,7 +109,7 @@ def run_compare_job(ctx: JobContext) -> dict[str, Any]:
     settings = parse_settings(chat.settings, compare=True)
     columns, rows = chat.transcript["columns"], chat.transcript["rows"]
     ctx.cancel_poll_s = CANCEL_POLL_S
-    engine = worker_engine()
+    engine = ctx.services.chat_engine
     progress = PaneProgress(ctx, [])  # answers go to the transcript; the job row carries the status only
     try:
         _ensure_base(ctx, engine, chat.base_model_ref, progress)

@@ -28,13 +28,25 @@ def _threads_on_a_busy_cpu(monkeypatch):
         monkeypatch.setenv("FTS_TORCH_THREADS", "1")
 
 
-@pytest.fixture(scope="package", autouse=True)
-def _release_the_chat_model_afterwards():
-    """The chat engine lives as long as this process (like a worker's): free its model after these tests."""
-    yield
-    from studio.inference import jobs as chat_jobs
+@pytest.fixture(scope="package")
+def services():
+    """One worker's services for the chat tests (like a worker's, its engine keeps the base model
+    between tests); its model is freed after them."""
+    from jobs.services import WorkerServices
 
-    chat_jobs.reset_engine()
+    owned = WorkerServices()
+    yield owned
+    owned.close()
+
+
+@pytest.fixture
+def fresh_services():
+    """Services of a worker that has not chatted yet (to count what one session loads)."""
+    from jobs.services import WorkerServices
+
+    owned = WorkerServices()
+    yield owned
+    owned.close()
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ import shutil
 import threading
 from pathlib import Path
 
+from jobs.services import WorkerServices
 from jobs.worker import run_inline
 from storage.db import Database
 from storage.models import Adapter, Run
@@ -28,23 +29,23 @@ def add_adapter(db: Database, folder: Path | None, base_ref: str, name: str, *, 
         return row.id
 
 
-def answer(db: Database, job_id: int) -> dict:
-    """Run a chat job as the worker would (inline) and return the final poll state."""
+def answer(db: Database, job_id: int, services: WorkerServices) -> dict:
+    """Run a chat job as the worker would (inline, with the worker's services) and return the final poll state."""
     from studio.inference import service
 
-    run_inline(db, job_id)
+    run_inline(db, job_id, services)
     return service.poll(db, job_id)
 
 
 class Background:
     """Run a chat job in a thread (the worker) while the test polls it (the UI)."""
 
-    def __init__(self, db: Database, job_id: int):
-        self.db, self.job_id, self.outcome = db, job_id, None
+    def __init__(self, db: Database, job_id: int, services: WorkerServices):
+        self.db, self.job_id, self.services, self.outcome = db, job_id, services, None
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        self.outcome = run_inline(self.db, self.job_id)
+        self.outcome = run_inline(self.db, self.job_id, self.services)
 
     def __enter__(self) -> "Background":
         self.thread.start()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from storage.models import JobStatus
-from studio.inference import jobs as chat_jobs
 from studio.inference import service
 from studio.models import SMOLLM2, TINY_QWEN_VL
 from tests.inference.helpers import add_adapter, answer
@@ -26,13 +25,13 @@ def tiny_llama_adapter(tmp_path):
     return tmp_path / "adapter"
 
 
-def test_bad_adapters_fail_in_their_own_pane_and_the_base_pane_answers(db, identity_adapter_dir, tiny_llama_adapter):
+def test_bad_adapters_fail_in_their_own_pane_and_the_base_pane_answers(db, identity_adapter_dir, tiny_llama_adapter, services):
     wrong_base = add_adapter(db, identity_adapter_dir, TINY_QWEN_VL, "for-another-base")
     missing = add_adapter(db, None, SMOLLM2, "deleted-folder", rel_path="runs/999/adapter")
     wrong_size = add_adapter(db, tiny_llama_adapter, SMOLLM2, "claims-smollm2")
     chat_id = service.create_chat(db, SMOLLM2, [wrong_base, missing, wrong_size], SHORT)
 
-    state = answer(db, service.send_message(db, chat_id, "Hello!"))
+    state = answer(db, service.send_message(db, chat_id, "Hello!"), services)
 
     assert state["status"] == JobStatus.SUCCEEDED
     base, *bad = (state["panes"][k] for k in state["order"])
@@ -41,16 +40,16 @@ def test_bad_adapters_fail_in_their_own_pane_and_the_base_pane_answers(db, ident
     assert f"trained on {TINY_QWEN_VL}, not on {SMOLLM2}" in bad[0]["error"]
     assert "folder" in bad[1]["error"] and "missing" in bad[1]["error"]
     assert "does not fit this base model" in bad[2]["error"] and "576" in bad[2]["error"]
-    loaded = chat_jobs.worker_engine().loaded_adapters.values()  # nothing was half-loaded onto the model
+    loaded = services.chat_engine.loaded_adapters.values()  # nothing was half-loaded onto the model
     assert not [path for path in loaded if path.startswith(str(db.workspace.root))]
 
 
-def test_an_image_on_a_text_model_and_an_over_long_prompt_are_explained(db, sample_data, identity_id):
+def test_an_image_on_a_text_model_and_an_over_long_prompt_are_explained(db, sample_data, identity_id, services):
     chat_id = service.create_chat(db, SMOLLM2, [identity_id], SHORT)
 
-    image = answer(db, service.send_message(db, chat_id, "What is this?", [sample_data / "mllm_demo_data" / "1.jpg"]))
-    too_long = answer(db, service.send_message(db, chat_id, "word " * 9000))
-    fine = answer(db, service.send_message(db, chat_id, "Who are you?"))
+    image = answer(db, service.send_message(db, chat_id, "What is this?", [sample_data / "mllm_demo_data" / "1.jpg"]), services)
+    too_long = answer(db, service.send_message(db, chat_id, "word " * 9000), services)
+    fine = answer(db, service.send_message(db, chat_id, "Who are you?"), services)
 
     for pane in image["panes"].values():
         assert pane["state"] == "error" and "text-only model and cannot see images" in pane["error"]
@@ -63,15 +62,15 @@ def test_an_image_on_a_text_model_and_an_over_long_prompt_are_explained(db, samp
     assert [bool(m["meta"]["error"]) for m in history if m["role"] == "assistant"] == [True, True, False]
 
 
-def test_a_base_model_that_cannot_load_fails_the_job_with_its_reason(db, tmp_path):
+def test_a_base_model_that_cannot_load_fails_the_job_with_its_reason(db, tmp_path, services):
     folder = tmp_path / "not-a-model"
     folder.mkdir()
     (folder / "config.json").write_text('{"model_type": "llama", "architectures": ["LlamaForCausalLM"]}')
     chat_id = service.create_chat(db, str(folder), [], SHORT)
 
-    state = answer(db, service.send_message(db, chat_id, "Hello"))
+    state = answer(db, service.send_message(db, chat_id, "Hello"), services)
 
     assert state["status"] == JobStatus.FAILED and "not a complete model folder" in state["error"]
     assert state["panes"]["base"]["state"] == "error"
     assert service.get_chat(db, chat_id)["panes"][0]["messages"][-1]["meta"]["error"]
-    assert chat_jobs.worker_engine().base_ref != str(folder)  # whatever was loaded before stays loaded
+    assert services.chat_engine.base_ref != str(folder)  # whatever was loaded before stays loaded

@@ -7,7 +7,6 @@ import pytest
 
 from jobs import queue
 from storage.models import JobStatus
-from studio.inference import jobs as chat_jobs
 from studio.inference import service
 from studio.inference.errors import ChatBusyError
 from studio.models import SMOLLM2
@@ -16,9 +15,9 @@ from tests.inference.helpers import Background, answer, wait_until
 GREEDY = {"temperature": 0.0, "repetition_penalty": 1.0, "max_new_tokens": 24, "seed": 7}
 
 
-def test_adapter_answers_differently_and_base_pane_equals_the_base_model_alone(db, identity_id, smollm2_path):
+def test_adapter_answers_differently_and_base_pane_equals_the_base_model_alone(db, identity_id, smollm2_path, services):
     chat_id = service.create_chat(db, SMOLLM2, [identity_id], GREEDY)
-    state = answer(db, service.send_message(db, chat_id, "Who are you?"))
+    state = answer(db, service.send_message(db, chat_id, "Who are you?"), services)
 
     assert state["status"] == JobStatus.SUCCEEDED and state["done"]
     base, tuned = (state["panes"][k]["text"] for k in state["order"])
@@ -41,15 +40,15 @@ def _base_model_alone(path, prompt: str, max_new_tokens: int) -> str:
     return tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
-def test_one_base_load_for_a_whole_session_and_each_pane_keeps_its_history(db, identity_id):
-    chat_jobs.reset_engine()
+def test_one_base_load_for_a_whole_session_and_each_pane_keeps_its_history(db, identity_id, fresh_services):
+    services = fresh_services  # a new worker's: loads are counted from zero
     chat_id = service.create_chat(db, SMOLLM2, [identity_id], {**GREEDY, "max_new_tokens": 12})
     questions = ["Who are you?", "What is the capital of France?", "Thanks!"]
     for q in questions:
-        state = answer(db, service.send_message(db, chat_id, q))
+        state = answer(db, service.send_message(db, chat_id, q), services)
         assert all(p["state"] == "done" for p in state["panes"].values()), state
 
-    stats = chat_jobs.worker_engine().stats
+    stats = services.chat_engine.stats
     assert (stats.base_loads, stats.adapter_loads, stats.generations) == (1, 1, 6)
 
     reopened = service.get_chat(db, chat_id)  # as the UI shows it after a restart
@@ -64,11 +63,11 @@ def test_one_base_load_for_a_whole_session_and_each_pane_keeps_its_history(db, i
     assert service.list_chats(db, kind="chat")[0]["id"] == chat_id
 
 
-def test_tokens_stream_into_the_database_while_generating(db):
+def test_tokens_stream_into_the_database_while_generating(db, services):
     chat_id = service.create_chat(db, SMOLLM2, [], {**GREEDY, "max_new_tokens": 40})
     job_id = service.send_message(db, chat_id, "Describe the sea in three sentences.")
     seen: list[str] = []
-    with Background(db, job_id):
+    with Background(db, job_id, services):
         def finished():
             pane = service.poll(db, job_id)["panes"]["base"]
             if pane["text"] and (not seen or seen[-1] != pane["text"]):
@@ -81,10 +80,10 @@ def test_tokens_stream_into_the_database_while_generating(db):
     assert all(final.startswith(t) for t in partial)
 
 
-def test_stop_ends_generation_quickly_and_keeps_the_partial_answer(db, identity_id):
+def test_stop_ends_generation_quickly_and_keeps_the_partial_answer(db, identity_id, services):
     chat_id = service.create_chat(db, SMOLLM2, [identity_id], {"temperature": 0.8, "max_new_tokens": 2000, "seed": 1})
     job_id = service.send_message(db, chat_id, "Count from 1 to 500, separated by commas.")
-    with Background(db, job_id) as bg:
+    with Background(db, job_id, services) as bg:
         wait_until(lambda: len(service.poll(db, job_id)["panes"]["base"]["text"]) > 10, timeout=120)
         with pytest.raises(ChatBusyError):
             service.send_message(db, chat_id, "too early")
@@ -102,7 +101,7 @@ def test_stop_ends_generation_quickly_and_keeps_the_partial_answer(db, identity_
     pane = service.get_chat(db, chat_id)["panes"][0]
     assert pane["messages"][-1]["meta"]["stopped"] and pane["messages"][-1]["content"][0]["text"] == base["text"]
     service.update_settings(db, chat_id, {"max_new_tokens": 8})
-    after = answer(db, service.send_message(db, chat_id, "Say hi."))  # the engine keeps serving
+    after = answer(db, service.send_message(db, chat_id, "Say hi."), services)  # the engine keeps serving
     assert after["status"] == JobStatus.SUCCEEDED and after["panes"]["base"]["text"]
 
 

@@ -5,7 +5,6 @@ from jobs import queue
 from jobs.worker import Worker, WorkerConfig
 from storage.models import JobStatus
 from studio.__main__ import main
-from studio.inference import jobs as chat_jobs
 from studio.inference import service
 from studio.models import SMOLLM2, TINY_QWEN_VL_SMALLVOCAB
 from tests.inference.helpers import answer
@@ -29,14 +28,14 @@ def test_cli_refuses_a_bad_request_with_a_message(db, capsys, monkeypatch):
     assert code == 1 and "no adapter with id 42" in capsys.readouterr().err
 
 
-def test_an_isolated_job_makes_the_worker_release_the_chat_model(db, tiny_vl_small_path):
+def test_an_isolated_job_makes_the_worker_release_the_chat_model(db, tiny_vl_small_path, services):
     chat_id = service.create_chat(db, TINY_QWEN_VL_SMALLVOCAB, [], {"max_new_tokens": 2})
-    answer(db, service.send_message(db, chat_id, "Hi"))
-    engine = chat_jobs.worker_engine()
+    answer(db, service.send_message(db, chat_id, "Hi"), services)
+    engine = services.chat_engine
     assert engine.base_ref == TINY_QWEN_VL_SMALLVOCAB
 
     sleep_job = queue.enqueue(db, "system.sleep", {"seconds": 0.1})
-    Worker(db, WorkerConfig(kinds=["system.sleep"])).run_once()
+    Worker(db, WorkerConfig(kinds=["system.sleep"]), services=services).run_once()
 
     assert queue.get(db, sleep_job).status == JobStatus.SUCCEEDED
     assert engine.base_ref is None  # unloaded before the child process started

@@ -26,11 +26,11 @@ def canonical_dataset(db, rows: list[list[tuple[str, str]]]) -> int:
     return dataset_id
 
 
-def test_typed_prompts_give_a_table_that_exports_and_reopens(db, identity_id):
+def test_typed_prompts_give_a_table_that_exports_and_reopens(db, identity_id, services):
     prompts = ["Who are you?", "What is your name?"]
     chat_id, job_id = service.create_compare(db, SMOLLM2, [identity_id], prompts, settings={"max_new_tokens": 16})
 
-    state = answer(db, job_id)
+    state = answer(db, job_id, services)
 
     assert state["status"] == JobStatus.SUCCEEDED and state["fraction"] == 1.0
     table = service.compare_table(db, chat_id)
@@ -53,7 +53,7 @@ def test_typed_prompts_give_a_table_that_exports_and_reopens(db, identity_id):
     assert service.list_chats(db, kind="compare")[0]["id"] == chat_id
 
 
-def test_prompts_come_from_a_dataset_split(db):
+def test_prompts_come_from_a_dataset_split(db, services):
     dataset_id = canonical_dataset(db, [
         [("system", "Answer in one word."), ("user", "Capital of France?"), ("assistant", "Paris")],
         [("user", "2 + 2?"), ("assistant", "4"), ("user", "And 3 + 3?"), ("assistant", "6")],
@@ -65,5 +65,5 @@ def test_prompts_come_from_a_dataset_split(db):
     assert [r["prompt"] for r in view["rows"]] == [
         {"text": "Capital of France?", "images": [], "system": "Answer in one word."},
         {"text": "2 + 2?", "images": []}]
-    assert answer(db, job_id)["status"] == JobStatus.SUCCEEDED
+    assert answer(db, job_id, services)["status"] == JobStatus.SUCCEEDED
     assert all(r[1] for r in service.compare_table(db, chat_id)["rows"])

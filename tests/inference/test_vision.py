@@ -5,7 +5,6 @@ from PIL import Image
 from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 
 from storage.models import JobStatus
-from studio.inference import jobs as chat_jobs
 from studio.inference import service
 from studio.models import TINY_QWEN_VL_SMALLVOCAB
 from tests.inference.helpers import add_adapter, answer
@@ -35,14 +34,14 @@ def vl_adapter(tmp_path, model_path):
 
 
 def test_image_chat_on_qwen25_vl_uses_the_image_tokens_and_adapter_bounds(db, sample_data, tiny_vl_small_path,
-                                                                         tmp_path):
+                                                                         tmp_path, services):
     adapter_id = add_adapter(db, vl_adapter(tmp_path, tiny_vl_small_path), TINY_QWEN_VL_SMALLVOCAB, "vl-lora",
                              vision=TRAINED_PIXELS)
     chat_id = service.create_chat(db, TINY_QWEN_VL_SMALLVOCAB, [adapter_id], SETTINGS)
     images = [sample_data / "mllm_demo_data" / "1.jpg", sample_data / "mllm_demo_data" / "2.jpg"]
 
-    first = answer(db, service.send_message(db, chat_id, "What do you see?", images))
-    second = answer(db, service.send_message(db, chat_id, "And now, without a new picture?"))
+    first = answer(db, service.send_message(db, chat_id, "What do you see?", images), services)
+    second = answer(db, service.send_message(db, chat_id, "And now, without a new picture?"), services)
 
     assert first["status"] == second["status"] == JobStatus.SUCCEEDED
     base, tuned = (first["panes"][k] for k in first["order"])
@@ -60,14 +59,14 @@ def test_image_chat_on_qwen25_vl_uses_the_image_tokens_and_adapter_bounds(db, sa
                                    for p in paths)
 
 
-def test_switching_base_model_unloads_the_previous_one(db, tiny_vl_small_path):
-    engine = chat_jobs.worker_engine()
+def test_switching_base_model_unloads_the_previous_one(db, tiny_vl_small_path, services):
+    engine = services.chat_engine
     chat_id = service.create_chat(db, TINY_QWEN_VL_SMALLVOCAB, [], SETTINGS)
-    answer(db, service.send_message(db, chat_id, "Hi"))
+    answer(db, service.send_message(db, chat_id, "Hi"), services)
     unloads = engine.stats.base_unloads
     other = service.create_chat(db, str(tiny_vl_small_path), [], SETTINGS)  # same weights, another ref
 
-    state = answer(db, service.send_message(db, other, "Hi"))
+    state = answer(db, service.send_message(db, other, "Hi"), services)
 
     assert state["status"] == JobStatus.SUCCEEDED
     assert engine.base_ref == str(tiny_vl_small_path) and engine.stats.base_unloads == unloads + 1
