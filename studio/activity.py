@@ -67,6 +67,14 @@ def job_log_tail(db: Database, job_id: int, max_bytes: int = 8000) -> str:
         return f.read().decode("utf-8", errors="replace")
 
 
+def job_log_last_lines(db: Database, job_id: int, lines: int = 60, max_bytes: int = 64_000) -> str:
+    """The last ``lines`` complete lines of a job's log. A resumed run appends to the same log, so
+    the panel must show the end of the file, not the start of a byte window (which would show an
+    earlier attempt's lines first)."""
+    text = job_log_tail(db, job_id, max_bytes)
+    return "\n".join(text.rstrip("\n").splitlines()[-lines:])
+
+
 def cancel_job(db: Database, job_id: int) -> str:
     return queue.request_cancel(db, job_id)
 

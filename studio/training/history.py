@@ -24,6 +24,7 @@ class RunRow:
     eval_loss: str
     duration: str
     memory: str
+    attempts: str
 
 
 def _settings(spec: dict[str, Any]) -> str:
@@ -62,23 +63,68 @@ def run_rows(db: Any, status: str | None = None, method: str | None = None, data
         rows.append(RunRow(r.id, r.name, r.status, r.model_ref.removeprefix("builtin:"),
                            names.get(r.dataset_id, f"#{r.dataset_id}" if r.dataset_id else "file"), r.method,
                            _settings(r.spec or {}), _fmt(r.final_loss), _fmt(r.final_eval_loss), _duration(r),
-                           memory_text(r)))
+                           memory_text(r), attempts_text(db, r)))
     return rows
 
 
+SMOOTHING = 0.6  # TensorBoard's default: each point keeps 60% of the running average
+
+
+def ema(values: list[float], weight: float = SMOOTHING) -> list[float]:
+    """TensorBoard's smoothing: an exponential moving average, debiased so the start is not pulled
+    towards zero (the first points would otherwise look far lower than they were)."""
+    out, last, norm = [], 0.0, 0.0
+    for v in values:
+        last, norm = last * weight + (1 - weight) * v, norm * weight + (1 - weight)
+        out.append(last / norm)
+    return out
+
+
+def attempts_text(db: Any, run: Any) -> str:
+    """How often the run's job started, and from which step the last start resumed."""
+    from jobs import queue
+
+    try:
+        job = queue.get(db, run.job_id) if run.job_id else None
+    except LookupError:  # the job row is gone (older workspaces)
+        job = None
+    if job is None or not job.attempts:
+        return ""
+    resumed = (job.result or {}).get("resumed_from_step") if isinstance(job.result, dict) else None
+    text = f"{job.attempts}" if job.attempts == 1 else f"{job.attempts} (interrupted, resumed)"
+    return text + (f", resumed at step {resumed}" if resumed else "")
+
+
 def loss_points(db: Any, run_ids: list[int]) -> list[dict[str, Any]]:
-    """Long-form points for a line plot: one series per run and split (train / eval)."""
+    """Long-form points for a line plot, per run: the raw per-step training loss (drawn faint), its
+    smoothed trend, and the evaluation loss."""
     points = []
     for run_id in run_ids:
         label = f"#{run_id}"
-        for m in service.run_metrics(db, run_id):
-            if m.step is None:
-                continue
-            if m.stage == "train" and m.loss is not None:
-                points.append({"step": m.step, "loss": m.loss, "series": f"{label} train"})
-            elif m.stage == "eval" and m.eval_loss is not None:
-                points.append({"step": m.step, "loss": m.eval_loss, "series": f"{label} eval"})
+        train = [(m.step, m.loss) for m in service.run_metrics(db, run_id, stage="train")
+                 if m.step is not None and m.loss is not None]
+        points += [{"step": s, "loss": v, "series": f"{label} train (raw)"} for s, v in train]
+        points += [{"step": s, "loss": v, "series": f"{label} train"}
+                   for (s, _), v in zip(train, ema([v for _, v in train]))]
+        points += [{"step": m.step, "loss": m.eval_loss, "series": f"{label} eval"}
+                   for m in service.run_metrics(db, run_id, stage="eval")
+                   if m.step is not None and m.eval_loss is not None]
     return points
+
+
+RUN_COLOURS = ["#2563eb", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#be123c"]
+RAW_COLOURS = ["#bfdbfe", "#bbf7d0", "#e9d5ff", "#fed7aa", "#a5f3fc", "#fecdd3"]
+EVAL_COLOURS = ["#1e3a8a", "#14532d", "#581c87", "#7c2d12", "#164e63", "#881337"]
+
+
+def loss_colours(run_ids: list[int]) -> dict[str, str]:
+    """Series -> colour: each run its own hue; the raw line a pale tint behind the smoothed one."""
+    out = {}
+    for i, run_id in enumerate(run_ids):
+        k = i % len(RUN_COLOURS)
+        out.update({f"#{run_id} train": RUN_COLOURS[k], f"#{run_id} train (raw)": RAW_COLOURS[k],
+                    f"#{run_id} eval": EVAL_COLOURS[k]})
+    return out
 
 
 def latest_metrics(db: Any, run_id: int) -> dict[str, Any]:
@@ -124,4 +170,22 @@ def adapters(db: Any, base_ref: str | None = None) -> list[dict[str, Any]]:
         if base_ref:
             q = q.where(Adapter.base_model_ref == base_ref)
         return [{"id": a.id, "run_id": a.run_id, "name": a.name, "method": a.method, "base": a.base_model_ref,
-                 "label": f"#{a.id} {a.name} ({a.method}, run #{a.run_id})"} for a in s.scalars(q)]
+                 "label": f"#{a.id} {a.name} ({a.method}, run #{a.run_id})",
+                 "summary": training_summary(s, a.run_id)} for a in s.scalars(q)]
+
+
+def training_summary(session: Any, run_id: int | None) -> str:
+    """What the adapter went through, in a line: steps, loss from first to last, dataset."""
+    from sqlalchemy import func, select
+
+    from storage.models import Run, RunMetric
+
+    run = session.get(Run, run_id) if run_id else None
+    if run is None:
+        return "not trained in this studio"
+    steps = session.scalar(select(func.max(RunMetric.step)).where(RunMetric.run_id == run_id,
+                                                                   RunMetric.stage == "train")) or 0
+    first = session.scalar(select(RunMetric.loss).where(RunMetric.run_id == run_id, RunMetric.stage == "train",
+                                                         RunMetric.loss.is_not(None)).order_by(RunMetric.step).limit(1))
+    loss = f", loss {first:.3f} → {run.final_loss:.3f}" if first is not None and run.final_loss is not None else ""
+    return f"{steps} steps{loss}"

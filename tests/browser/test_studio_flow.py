@@ -3,6 +3,7 @@ fresh workspace and used by clicking and typing only: upload -> train -> watch -
 download. Screenshots of every tab go to test-artifacts/screenshots/."""
 from __future__ import annotations
 
+import json
 import re
 import zipfile
 
@@ -71,12 +72,14 @@ def test_upload_train_chat_export_download(studio_url, page, sample_data, tmp_pa
     page.wait_for_timeout(1000)
     page.locator("#dataset-import").click()
     page.get_by_text(re.compile(r"Imported #1 alpaca_en_demo")).wait_for()
-    page.locator("#dataset-preview").get_by_text("Describe a process of making crepes.").wait_for()
+    first = json.loads((sample_data / "alpaca_en_demo.json").read_text(encoding="utf-8"))[0]["instruction"]
+    page.locator("#dataset-preview").get_by_text(first).first.wait_for()
     screenshot(page, "1-datasets")
 
     # 2. Train: the imported dataset, a short LoRA run on the built-in model.
     open_tab(page, "Train")
     pick(page, "train-dataset", "alpaca_en_demo")
+    page.locator("#train-advanced").get_by_text("Advanced settings").first.click()  # basic view first
     set_number(page, "train.max_steps", 6)
     set_number(page, "train.batch_size", 2)
     set_number(page, "train.grad_accum", 1)
@@ -100,6 +103,17 @@ def test_upload_train_chat_export_download(studio_url, page, sample_data, tmp_pa
     page.locator("#run-live .run-succeeded").wait_for(timeout=STEP_TIMEOUT_MS)  # the run trained meanwhile
     page.locator("#run-loss-plot canvas, #run-loss-plot svg").first.wait_for()
     page.wait_for_timeout(2500)  # one more refresh so the plot has every point
+    # the log panel ends with the log file's last line (not the start of a byte window)
+    from storage.db import Database
+    from storage.settings import Settings
+    from studio.training.service import list_runs
+
+    db = Database(Settings.resolve(tmp_path / "workspace"), migrate=False)
+    log_file = db.workspace.job_log(list_runs(db)[0].job_id)
+    db.dispose()
+    last_line = log_file.read_text(encoding="utf-8").rstrip("\n").splitlines()[-1]
+    shown = page.locator("#run-log textarea").input_value()
+    assert shown.rstrip("\n").splitlines()[-1] == last_line
     screenshot(page, "3-runs")
 
     # 4. Chat: base vs adapter, side by side.

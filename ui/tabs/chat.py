@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import difflib
+import html
+
 import gradio as gr
 import pandas as pd
 
@@ -39,6 +42,11 @@ add("chat.seed", "Seed", "随机种子")
 add("chat.max_pixels", "Max pixels per image (vision models)", "每张图片最大像素（视觉模型）")
 add("chat.input", "Message (attach images for vision models)", "消息（视觉模型可附加图片）")
 add("chat.send", "Send", "发送")
+add("chat.short_run_hint", "Panes that look alike usually mean the adapter changed little: a few steps or a high final "
+    "loss barely move a model. Train longer, or on more rows, then compare again.",
+    "各窗格看起来相同，通常说明适配器改变很小：只训练几步或最终损失仍高时模型几乎不变。请训练更久或使用更多数据后再对比。")
+add("chat.differences", "What the adapters changed (words not in the base model's answer are marked)",
+    "适配器改变了什么（基础模型回答中没有的词会被标出）")
 add("chat.stop", "Stop", "停止")
 add("chat.new", "New chat", "新对话")
 add("chat.saved", "Reopen a saved chat", "打开已保存的对话")
@@ -106,6 +114,47 @@ def panes_view(db: Database, chat_id: int | None, live: dict | None = None) -> l
             messages.append({"role": "assistant", "content": text})
         updates.append(gr.update(visible=True, value=messages, label=pane["label"]))
     return updates
+
+
+def adapter_summaries(db: Database, base_ref: str | None, adapter_ids) -> str:
+    """One line per chosen adapter: how it was trained, so identical-looking panes have a reason."""
+    known = {a["id"]: a for a in history.adapters(db, base_ref or None)}
+    lines = [f"- **{known[int(i)]['label']}**: {known[int(i)]['summary']}" for i in adapter_ids or [] if int(i) in known]
+    return "\n".join(lines)
+
+
+def differences_html(db: Database, chat_id: int | None) -> str:
+    """The last answer of each adapter pane against the base pane's: words the adapter added are
+    marked, with how similar the two answers are (1.0 = identical)."""
+    if not chat_id:
+        return ""
+    view = chat.get_chat(db, int(chat_id))
+    answers = [(p["label"], _last_answer(p["messages"])) for p in view["panes"]]
+    if len(answers) < 2 or answers[0][1] is None:
+        return ""
+    base = answers[0][1].split()
+    rows = []
+    for label, text in answers[1:]:
+        if text is None:
+            continue
+        words = text.split()
+        matcher = difflib.SequenceMatcher(a=base, b=words, autojunk=False)
+        marked = []
+        for op, _, _, j1, j2 in matcher.get_opcodes():
+            chunk = html.escape(" ".join(words[j1:j2]))
+            marked.append(chunk if op == "equal" else f"<mark>{chunk}</mark>" if chunk else "")
+        rows.append(f"<div><b>{html.escape(label)}</b> · similarity to the base {matcher.ratio():.2f}"
+                    f"<div class='chat-diff'>{' '.join(m for m in marked if m)}</div></div>")
+    return "".join(rows)
+
+
+def _last_answer(messages: list[dict[str, Any]]) -> str | None:
+    for m in reversed(messages):
+        if m.get("role") == "assistant":
+            content = m.get("content")
+            return content if isinstance(content, str) else " ".join(
+                p.get("text", "") for p in content or [] if p.get("type") == "text")
+    return None
 
 
 def empty_panes(db: Database, base_ref: str | None, adapter_ids) -> list[Any]:
@@ -216,10 +265,14 @@ def render(db: Database) -> dict:
                 for name in row:
                     settings[name] = spec_widgets.widget(ChatSettings, name, t(SETTINGS_LABELS[name]),
                                                          value=UI_DEFAULTS.get(name))
+    summary = gr.Markdown(elem_id="chat-summary")
+    gr.Markdown(t("chat.short_run_hint"), elem_classes=["chat-hint"])
     with gr.Row(equal_height=True):
         panes = [gr.Chatbot(label="Base model", height=420, visible=i == 0, elem_id=f"chat-pane-{i}")
                  for i in range(PANES)]
     status = gr.Markdown(elem_id="chat-status")
+    with gr.Accordion(t("chat.differences"), open=True):
+        differences = gr.HTML(elem_id="chat-differences")
     with gr.Row():
         message = gr.MultimodalTextbox(label=t("chat.input"), file_types=["image"], file_count="multiple",
                                        scale=6, elem_id="chat-input", submit_btn=False)
@@ -233,8 +286,11 @@ def render(db: Database) -> dict:
 
     send_outputs = [chat_id, job_id, status, message, *panes]
     for trigger in (send_btn.click, message.submit):
-        trigger(_send, inputs=[chat_id, base, adapters, message, *settings.values()], outputs=send_outputs,
-                api_name="send_message" if trigger == send_btn.click else False)
+        sent = trigger(_send, inputs=[chat_id, base, adapters, message, *settings.values()], outputs=send_outputs,
+                       api_name="send_message" if trigger == send_btn.click else False)
+        # once the answers are in: what each adapter changed against the base
+        sent.then(lambda cid: differences_html(db, cid), inputs=chat_id, outputs=differences,
+                  api_visibility="private")
     stop_btn.click(lambda j: chat.stop(db, int(j)) and "Stopping…" if j else "", inputs=job_id, outputs=status,
                    api_name="stop_chat")
     new_btn.click(lambda: (None, "", *panes_view(db, None)), outputs=[chat_id, status, *panes], api_name="new_chat")
@@ -256,6 +312,8 @@ def render(db: Database) -> dict:
 
     adapters.change(lambda b, a, cid: empty_panes(db, b, a) if not cid else [gr.update()] * PANES,
                     inputs=[base, adapters, chat_id], outputs=panes, api_visibility="private")
+    adapters.change(lambda b, a: adapter_summaries(db, b, a), inputs=[base, adapters], outputs=summary,
+                    api_visibility="private")
     saved.change(_reopen, inputs=saved, outputs=[base, adapters, chat_id, *panes], api_name="reopen_chat")
 
     with gr.Accordion(t("chat.compare"), open=False):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
+from typing import Any
 
 import gradio as gr
 import pandas as pd
@@ -21,7 +22,10 @@ from ui.i18n import add, t
 REFRESH_S = 2.0
 JOB_COLUMNS = ["ID", "Job", "Status", "Progress", "Created (UTC)", "Duration", "Error"]
 RUN_COLUMNS = ["ID", "Name", "Status", "Model", "Dataset", "Method", "Settings", "Loss", "Eval loss", "Duration",
-               "Memory est./measured"]
+               "Memory est./measured", "Attempts"]
+# Wide enough that no header wraps letter by letter; the settings column gets the room it needs
+RUN_COLUMN_WIDTHS = ["50px", "160px", "95px", "170px", "130px", "80px", "260px", "70px", "85px", "85px", "170px",
+                     "150px"]
 STATUSES = ["all", "queued", "running", "succeeded", "failed", "cancelled"]
 
 add("runs.preflight", "The worker that was to train this run refused it before the first step:",
@@ -114,18 +118,23 @@ def loss_frame(db: Database, run_ids: list[int]) -> pd.DataFrame:
     return frame.astype({"step": "int64", "loss": "float64", "series": "string"})
 
 
+def loss_plot(db: Database, run_ids: list[int]) -> Any:
+    """The plot's data with its colours: the smoothed loss strong, the raw loss a pale tint behind it."""
+    return gr.update(value=loss_frame(db, run_ids), color_map=history.loss_colours(run_ids))
+
+
 def run_log(db: Database, run_id: int) -> str:
     run = training.get_run(db, run_id)
-    return activity.job_log_tail(db, run.job_id) if run.job_id else ""
+    return activity.job_log_last_lines(db, run.job_id) if run.job_id else ""
 
 
 def live_view(db: Database, run_id):
     if not run_id:
-        return "<div class='run-live'>No run selected yet: start one in the Train tab.</div>", loss_frame(db, []), ""
+        return "<div class='run-live'>No run selected yet: start one in the Train tab.</div>", loss_plot(db, []), ""
     try:
-        return status_html(db, int(run_id)), loss_frame(db, [int(run_id)]), run_log(db, int(run_id))
+        return status_html(db, int(run_id)), loss_plot(db, [int(run_id)]), run_log(db, int(run_id))
     except LookupError as e:
-        return f"<div class='run-live'>{html.escape(str(e))}</div>", loss_frame(db, []), ""
+        return f"<div class='run-live'>{html.escape(str(e))}</div>", loss_plot(db, []), ""
 
 
 def run_action(db: Database, action: str, run_id, new_name: str = "") -> str:
@@ -167,7 +176,7 @@ def render(db: Database) -> dict:
         status = gr.Dropdown(label=t("runs.status"), choices=STATUSES, value="all", scale=1)
         method = gr.Dropdown(label=t("runs.method"), choices=["all", *METHODS], value="all", scale=1)
     table = gr.Dataframe(value=lambda: runs_table(db), headers=RUN_COLUMNS, interactive=False, wrap=True,
-                         label=t("runs.table"), elem_id="runs-table")
+                         label=t("runs.table"), elem_id="runs-table", column_widths=RUN_COLUMN_WIDTHS)
     choices = run_choices(db)
     selected = gr.Dropdown(label=t("runs.selected"), choices=choices, value=choices[0][1] if choices else None,
                            elem_id="runs-selected")
@@ -188,7 +197,8 @@ def render(db: Database) -> dict:
                 chat_btn = gr.Button(t("runs.chat"), variant="primary", size="sm", elem_id="run-chat")
                 export_btn = gr.Button(t("runs.export"), variant="primary", size="sm", elem_id="run-export")
             action_msg = gr.Markdown()
-    log = gr.Code(label=t("runs.log"), language=None, lines=10, interactive=False)
+    log = gr.Textbox(label=t("runs.log"), lines=12, max_lines=12, autoscroll=True, interactive=False,
+                     elem_id="run-log")
     with gr.Accordion(t("runs.compare"), open=False):
         compare_pick = gr.Dropdown(label=t("runs.compare_pick"), choices=choices, multiselect=True)
         compare_plot = gr.LinePlot(x="step", y="loss", color="series", label=t("runs.loss"), height=300)
@@ -222,7 +232,7 @@ def render(db: Database) -> dict:
         ids = [int(i) for i in ids or []]
         rows = history.spec_diff(db, ids) if len(ids) > 1 else []
         frame = pd.DataFrame(rows, columns=["field", *[f"#{i}" for i in ids]]) if rows else pd.DataFrame()
-        return loss_frame(db, ids), frame
+        return loss_plot(db, ids), frame
 
     compare_pick.change(_compare, inputs=compare_pick, outputs=[compare_plot, diff], api_name="compare_runs")
     return {"selected": selected, "chat_btn": chat_btn, "export_btn": export_btn}

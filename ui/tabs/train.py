@@ -47,6 +47,8 @@ add("tr.tinit", "Warm-up steps before pruning (0 = 10% of the run)", "剪枝前�
 add("tr.tfinal", "Final steps with fixed ranks (0 = 20% of the run)", "最后固定秩的步数（0 = 训练的 20%）")
 add("tr.deltaT", "Steps between rank reallocations", "两次秩分配之间的步数")
 add("tr.hyper", "Training settings", "训练设置")
+add("tr.advanced", "Advanced settings (layers, rank, learning rate, batch, cut-off...)",
+    "高级设置（层、秩、学习率、批大小、截断长度……）")
 add("tr.epochs", "Epochs", "训练轮数")
 add("tr.max_steps", "Max steps (0 = by epochs)", "最大步数（0 = 按轮数）")
 add("tr.lr", "Learning rate", "学习率")
@@ -89,7 +91,7 @@ TRAIN_LABELS = {"epochs": "tr.epochs", "max_steps": "tr.max_steps", "learning_ra
                 "lr_scheduler": "tr.scheduler", "warmup_ratio": "tr.warmup", "precision": "tr.precision",
                 "gradient_checkpointing": "tr.gc", "seed": "tr.seed", "logging_steps": "tr.logging",
                 "save_steps": "tr.save", "num_processes": "tr.gpus"}
-TRAIN_ROWS = [("epochs", "max_steps", "learning_rate"), ("batch_size", "grad_accum", "cutoff_len"),
+TRAIN_ROWS = [("max_steps", "learning_rate"), ("batch_size", "grad_accum", "cutoff_len"),
               ("lr_scheduler", "warmup_ratio", "precision"), ("gradient_checkpointing",),
               ("seed", "logging_steps", "save_steps", "num_processes")]
 
@@ -343,12 +345,15 @@ def render(db: Database, tabs: gr.Tabs | None = None) -> dict:
             form.add("name", gr.Textbox(label=t("tr.name"), max_length=200))
             with gr.Row():
                 form.add("method.name", gr.Radio(label=t("tr.method"), value="lora", elem_id="train-method",
-                                                 choices=[("LoRA", "lora"), ("QLoRA", "qlora"), ("AdaLoRA", "adalora")]))
+                                                 choices=[(m.label, m.name) for m in METHODS.values()]))
                 form.add("method.preset", gr.Dropdown(label=t("tr.preset"), choices=list(METHODS["lora"].presets),
                                                       value=METHODS["lora"].default_preset))
+                form.add("train.epochs", spec_widgets.widget(TrainSettings, "epochs", t("tr.epochs")))
             explanation = gr.Markdown(explain_markdown("lora"))
-            groups = _method_controls(form)
-            with gr.Accordion(t("tr.hyper"), open=True):
+            # A first run needs only the lines above; everything else has a sensible default
+            with gr.Accordion(t("tr.advanced"), open=False, elem_id="train-advanced"):
+                groups = _method_controls(form)
+                gr.Markdown(f"**{t('tr.hyper')}**")
                 _train_controls(form)
             vision_box = _vision_controls(form)
         with gr.Column(scale=2):
