@@ -22,9 +22,16 @@ class JobKind:
     isolated: bool = False
     on_finish: str | None = None
     max_attempts: int = 1
+    # when the worker died: "module:function" (db, job) -> (requeue?, note); None: attempts decide
+    retry_after_worker_lost: str | None = None
+    on_requeue: str | None = None  # (db, job) after the reaper put the job back in the queue
 
     def load_handler(self) -> Callable[..., Any]:
         return _load(self.handler)
+
+    def load(self, hook: str) -> Callable[..., Any] | None:
+        dotted = getattr(self, hook)
+        return _load(dotted) if dotted else None
 
     def load_on_finish(self) -> Callable[..., Any] | None:
         return _load(self.on_finish) if self.on_finish else None
@@ -57,7 +64,9 @@ register(JobKind("models.prepare", "jobs.system_jobs:prepare_model", isolated=Tr
 
 # The studio's work.
 register(JobKind("train", "studio.training.job:run_training_job", isolated=True,
-                 on_finish="studio.training.job:on_training_job_finished"))
+                 on_finish="studio.training.job:on_training_job_finished",
+                 retry_after_worker_lost="studio.training.attempts:retry_after_worker_lost",
+                 on_requeue="studio.training.attempts:on_requeued"))
 register(JobKind("datasets.stats", "studio.datasets.stats_job:run_stats_job"))
 
 # Chat testing: runs inside the worker, whose long-lived engine keeps the base model loaded.

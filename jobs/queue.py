@@ -9,7 +9,7 @@ requeues, while attempts remain) jobs whose worker stopped renewing.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from sqlalchemy import select, update
 
@@ -148,29 +148,56 @@ def requeue(db: Database, job_id: int) -> None:
         job.worker_id = None
 
 
-def reap_expired(db: Database, now: dt.datetime | None = None) -> list[int]:
-    """Fail or requeue running jobs whose lease expired (their worker died or hung)."""
+LEASE_EXPIRED = "stopped renewing its lease"  # in the error of every job the reaper ends or requeues
+
+RetryPolicy = Callable[[Job], "tuple[bool, str | None] | None"]
+
+
+def reap_expired(db: Database, now: dt.datetime | None = None,
+                 retry_policy: RetryPolicy | None = None) -> list[int]:
+    """Fail or requeue running jobs whose lease expired (their worker died or hung).
+
+    By default a job is requeued while attempts remain; ``retry_policy(job)`` may decide instead
+    (``(retry, note)``; None: the default), e.g. training requeues while its attempts make progress."""
     now = now or utcnow()
     reaped = []
     with db.session() as s:
         expired = s.execute(
             select(Job).where(Job.status == JobStatus.RUNNING, Job.lease_expires_at < now)
         ).scalars().all()
-        for job in expired:
-            reason = (f"worker {job.worker_id} stopped renewing its lease (expired "
-                      f"{job.lease_expires_at:%Y-%m-%d %H:%M:%S} UTC): the worker process died or hung")
-            retry = job.attempts < job.max_attempts and not job.cancel_requested
-            values: dict[str, Any] = dict(worker_id=None, lease_expires_at=None, pid=None, error=reason)
-            if retry:
-                values.update(status=JobStatus.QUEUED)
-            else:
-                values.update(status=JobStatus.CANCELLED if job.cancel_requested else JobStatus.FAILED,
-                              finished_at=now)
+    for job in expired:  # the policy reads the database itself: outside our transaction
+        reason = (f"worker {job.worker_id} {LEASE_EXPIRED} (expired "
+                  f"{job.lease_expires_at:%Y-%m-%d %H:%M:%S} UTC): the worker process died or hung")
+        decided = retry_policy(job) if retry_policy else None
+        retry, note = decided if decided is not None else (
+            job.attempts < job.max_attempts and not job.cancel_requested, None)
+        values: dict[str, Any] = dict(worker_id=None, lease_expires_at=None, pid=None,
+                                      error=f"{reason}; {note}" if note else reason)
+        if retry:
+            values.update(status=JobStatus.QUEUED)
+        else:
+            values.update(status=JobStatus.CANCELLED if job.cancel_requested else JobStatus.FAILED,
+                          finished_at=now)
+        with db.session() as s:
             n = s.execute(update(Job).where(Job.id == job.id, Job.status == JobStatus.RUNNING,
+                                            Job.worker_id == job.worker_id,
                                             Job.lease_expires_at < now).values(**values)).rowcount
-            if n:
-                reaped.append(job.id)
+        if n:
+            reaped.append(job.id)
     return reaped
+
+
+def expire_lease(db: Database, job_id: int, worker_id: str) -> bool:
+    """End the lease of a running job now (its worker is known to be dead), so the reaper takes it."""
+    with db.session() as s:
+        n = s.execute(update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING, Job.worker_id == worker_id)
+                      .values(lease_expires_at=utcnow() - dt.timedelta(seconds=1))).rowcount
+    return n == 1
+
+
+def running_jobs(db: Database) -> list[Job]:
+    with db.session() as s:
+        return list(s.execute(select(Job).where(Job.status == JobStatus.RUNNING)).scalars())
 
 
 def list_jobs(db: Database, limit: int = 100) -> list[Job]:

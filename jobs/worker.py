@@ -23,7 +23,7 @@ from typing import Any
 
 from jobs import logsetup, queue
 from jobs.context import JobCancelled, JobContext
-from jobs.kinds import JobKind, get_kind
+from jobs.kinds import KINDS, JobKind, get_kind
 from jobs.runner import EXIT_CANCELLED, EXIT_OK, WORKER_PID_ENV
 from jobs.services import WorkerServices
 from storage.db import Database
@@ -226,18 +226,56 @@ def run_on_finish(db: Database, job_id: int, kind: JobKind | None) -> None:
         log.exception("on_finish of job %s failed", job_id)
 
 
-def reap(db: Database) -> list[int]:
-    """Fail or requeue jobs whose worker died; finished ones get their on_finish hook."""
-    reaped = queue.reap_expired(db)
+def reap(db: Database, now=None) -> list[int]:
+    """Fail or requeue jobs whose worker died; each kind's hooks record what that means for its
+    domain (a requeued training run shows the attempt that ended; a failed one says why)."""
+    expire_dead_local_workers(db)
+    reaped = queue.reap_expired(db, now, retry_policy=lambda job: _kind_retry_policy(db, job))
     for job_id in reaped:
         job = queue.get(db, job_id)
         log.warning("reaped job %s (%s): now %s", job_id, job.kind, job.status)
+        kind = KINDS.get(job.kind)
         if job.status in JobStatus.FINISHED:
+            run_on_finish(db, job_id, kind)
+        elif kind is not None and kind.on_requeue:
             try:
-                run_on_finish(db, job_id, get_kind(job.kind))
-            except KeyError:
-                pass
+                kind.load("on_requeue")(db, job)
+            except Exception:
+                log.exception("on_requeue of job %s failed", job_id)
     return reaped
+
+
+def _kind_retry_policy(db: Database, job: Job) -> tuple[bool, str | None] | None:
+    kind = KINDS.get(job.kind)
+    if kind is None or not kind.retry_after_worker_lost:
+        return None
+    try:
+        return kind.load("retry_after_worker_lost")(db, job)
+    except Exception:
+        log.exception("retry policy of job %s failed; the default applies", job.id)
+        return None
+
+
+def expire_dead_local_workers(db: Database) -> list[int]:
+    """Jobs held by a worker of this machine whose process is gone need not wait for their lease
+    to run out: a restarted worker takes them back at once (a power cut costs seconds, not a lease)."""
+    host = socket.gethostname()
+    expired = []
+    for job in queue.running_jobs(db):
+        parts = (job.worker_id or "").split(":")
+        if len(parts) == 3 and parts[0] == host and parts[1].isdigit() and not _process_alive(int(parts[1])):
+            if queue.expire_lease(db, job.id, job.worker_id):
+                expired.append(job.id)
+    return expired
+
+
+def _process_alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def run_inline(db: Database, job_id: int, services: WorkerServices | None = None) -> Outcome:

@@ -112,6 +112,9 @@ class Run(Base):
     error: Mapped[str | None] = mapped_column(Text)
     # the worker's pre-flight refusal: [{"field", "message", "hint"}], shown in the Runs tab and the CLI
     problems: Mapped[list[dict[str, str]] | None] = mapped_column(JSON, nullable=True)
+    # one entry per time a worker ran it: {started, ended, why, from_step, to_step, trigger, worker}
+    # (studio.training.attempts); a run whose worker died is requeued and resumes, visibly
+    attempts: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
 
     metrics: Mapped[list["RunMetric"]] = relationship(back_populates="run", cascade="all, delete-orphan",
                                                       order_by="RunMetric.id")

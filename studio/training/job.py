@@ -16,7 +16,8 @@ from sqlalchemy import delete, select
 
 from jobs.context import JobCancelled, JobContext
 from storage.models import Adapter, JobStatus, Run, RunMetric, utcnow
-from studio.training import checkpoints
+from jobs.queue import LEASE_EXPIRED
+from studio.training import attempts, checkpoints
 from studio.training.recipe import ADAPTER, CHECKPOINTS, TrainResult
 from studio.spec import RunSpec
 
@@ -29,7 +30,7 @@ class PreflightRefused(RuntimeError):
 
 def run_training_job(ctx: JobContext) -> dict[str, Any]:
     run_id = int(ctx.payload["run_id"])
-    spec, run_dir = begin(ctx.db, run_id)
+    spec, run_dir = begin(ctx.db, run_id, ctx.job_id)
     preflight(ctx.db, run_id, spec)
     if spec.train.num_processes > 1:
         from studio.training.distributed import launch
@@ -52,8 +53,9 @@ def run_training_job(ctx: JobContext) -> dict[str, Any]:
             "tokens_per_s": result.tokens_per_s, "model": result.model, "data": result.data}
 
 
-def begin(db: Any, run_id: int) -> tuple[RunSpec, Path]:
-    """Mark the run running and forget metrics that the resumed training will produce again."""
+def begin(db: Any, run_id: int, job_id: int | None = None) -> tuple[RunSpec, Path]:
+    """Mark the run running, open its attempt, and forget metrics that the resumed training will
+    produce again."""
     run_dir = db.workspace.run_dir(run_id)
     resume = checkpoints.latest_complete(run_dir / CHECKPOINTS)
     resume_step = checkpoints.step_of(resume) if resume else 0
@@ -67,6 +69,7 @@ def begin(db: Any, run_id: int) -> tuple[RunSpec, Path]:
         s.execute(delete(RunMetric).where(RunMetric.run_id == run_id, RunMetric.stage.in_(("train", "eval")),
                                           RunMetric.step > resume_step))
         spec = RunSpec.model_validate(run.spec)
+    attempts.open_attempt(db, run_id, job_id, resume_step)
     return spec, run_dir
 
 
@@ -144,6 +147,11 @@ def on_training_job_finished(db: Any, job: Any) -> None:
         if run is None:
             log.warning("job %s finished but no run refers to it", job.id)
             return
+        run_id = run.id
+    lost = job.status == JobStatus.FAILED and LEASE_EXPIRED in (job.error or "")
+    attempts.close_attempt(db, run_id, job, attempts.WORKER_LOST if lost else job.status, job.error)
+    with db.session() as s:
+        run = s.get(Run, run_id)
         run.status = job.status
         run.finished_at = job.finished_at or utcnow()
         if job.status == JobStatus.SUCCEEDED:

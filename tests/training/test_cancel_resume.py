@@ -1,25 +1,26 @@
 """Cancel and resume with a real worker process: cancel stops within seconds keeping a complete
-checkpoint; a SIGKILLed worker leaves the run failed with a reason; resume finishes the run from
-its last complete checkpoint."""
+checkpoint; a run whose worker is SIGKILLed is requeued and finishes from its last complete
+checkpoint, its attempts recorded; attempts without progress are capped."""
 from __future__ import annotations
 
+import datetime as dt
 import signal
 import time
 
 import pytest
 
 from jobs import queue
-from jobs.worker import reap, run_inline
-from storage.models import JobStatus
+from jobs.worker import reap
+from storage.models import JobStatus, utcnow
 from studio.methods import METHODS
 from studio.training import checkpoints
 from studio.training.recipe import train
 from studio.training.reporting import NullReporter
-from studio.training.service import cancel_run, get_run, resume_run, run_metrics, start_run
+from studio.training.service import cancel_run, get_run, resume_run, run_adapters, run_metrics, start_run
 from studio.spec import RunSpec
 from studio.methods.adalora import ADALORA_STATE
-from tests.processes import start_worker, wait_for
-from tests.training.helpers import vl_spec
+from tests.processes import kill_group, start_worker, wait_for
+from tests.training.helpers import text_spec, vl_spec
 
 pytestmark = pytest.mark.slow
 
@@ -53,43 +54,73 @@ def test_cancel_stops_within_seconds_and_keeps_a_complete_checkpoint(db, setting
     assert not (db.workspace.run_dir(run_id) / "adapter").exists()  # no final adapter from a cancelled run
 
 
-def test_killed_worker_leaves_run_failed_then_resume_finishes_it(db, settings, mllm_id, tiny_vl):
+def test_a_run_outlives_its_killed_worker_and_resumes_from_its_last_checkpoint(db, settings, mllm_id, tiny_vl):
     run_id = start_run(db, vl_spec(tiny_vl, mllm_id, max_steps=60, save_steps=10, batch_size=1))
-    worker = start_worker(settings, "--lease", "3", "--heartbeat", "1")
+    worker = start_worker(settings, "--lease", "3", "--heartbeat", "1", own_group=True)
     try:
         wait_for(lambda: complete_step(db, run_id), timeout=180, interval=0.02)
-        worker.send_signal(signal.SIGKILL)  # no goodbye: the child dies with it (PR_SET_PDEATHSIG)
-        worker.wait(timeout=10)
     finally:
-        if worker.poll() is None:
-            worker.kill()
+        kill_group(worker)  # a power cut: no goodbye; the training child dies with it (PR_SET_PDEATHSIG)
     killed_at = complete_step(db, run_id)
     assert get_run(db, run_id).status == JobStatus.RUNNING  # nobody has noticed yet
-    # Another worker's reaper notices the lease expired and fails the job; the run follows.
-    wait_for(lambda: reap(db), timeout=15, interval=0.5)
-    run = get_run(db, run_id)
-    assert run.status == JobStatus.FAILED and "stopped renewing its lease" in run.error
-    assert (killed_at or 0) >= 10
-
-    job_id = resume_run(db, run_id)
-    assert get_run(db, run_id).status == JobStatus.QUEUED
-    outcome = run_inline(db, job_id)
-    assert outcome.status == JobStatus.SUCCEEDED, outcome.error
-    run = get_run(db, run_id)
-    assert run.status == JobStatus.SUCCEEDED and run.error is None
-    assert outcome.result["resumed_from_step"] == complete_step_before_resume(killed_at, outcome)
-    assert outcome.result["steps"] == 60
+    # The supervisor starts a new worker; its reaper sees the old one is gone and requeues the run.
+    successor = start_worker(settings, "--lease", "3", "--heartbeat", "1", own_group=True)
+    try:
+        wait_for(lambda: get_run(db, run_id).status == JobStatus.SUCCEEDED, timeout=300, interval=0.2)
+    finally:
+        kill_group(successor)
+    run, job = get_run(db, run_id), queue.get(db, get_run(db, run_id).job_id)
+    assert run.error is None and job.status == JobStatus.SUCCEEDED
+    first, second = run.attempts
+    assert first["outcome"] == "worker-lost" and "stopped renewing its lease" in first["why"]
+    assert first["trigger"] == "start" and first["requeued"] and first["from_step"] == 0
+    assert first["to_step"] >= (killed_at or 0) >= 10 and first["to_step"] % 10 == 0
+    assert second["trigger"] == "requeued" and second["from_step"] == first["to_step"]
+    assert second["outcome"] == JobStatus.SUCCEEDED and second["to_step"] == 60
+    assert job.result["resumed_from_step"] == first["to_step"] and job.result["steps"] == 60
     steps = [m.step for m in run_metrics(db, run_id, "train") if m.loss is not None]
-    assert steps == sorted(set(steps)) and steps[-1] == 60  # no step twice, none missing at the end
+    assert steps == list(range(1, 61))  # no step twice, none missing
     assert (db.workspace.run_dir(run_id) / "adapter" / "adapter_model.safetensors").exists()
+    assert len(run_adapters(db, run_id)) == 1
 
 
-def complete_step_before_resume(killed_at: int | None, outcome) -> int:
-    """The checkpoint the resume started from: the newest complete one when the worker died
-    (a later one may have been completed between our look and the kill)."""
-    resumed = outcome.result["resumed_from_step"]
-    assert resumed >= (killed_at or 0) and resumed % 10 == 0
-    return resumed
+def _claim_and_lose(db, run_id: int, job_id: int) -> None:
+    """A worker takes the job and dies before its lease runs out (no process needed for the queue)."""
+    assert queue.claim(db, "gone-worker", ["train"], lease_s=1).id == job_id
+    assert reap_now(db) == [job_id]
+
+
+def reap_now(db) -> list[int]:
+    return reap(db, now=utcnow() + dt.timedelta(seconds=5))  # as a reaper will once the lease is over
+
+
+def test_attempts_without_a_new_checkpoint_are_capped_and_one_with_a_checkpoint_does_not_count(db, alpaca_id, smollm2,
+                                                                                            monkeypatch):
+    monkeypatch.delenv("FTS_MAX_IDLE_ATTEMPTS", raising=False)
+    run_id = start_run(db, text_spec(smollm2, alpaca_id))
+    job_id = get_run(db, run_id).job_id
+    _claim_and_lose(db, run_id, job_id)
+    _claim_and_lose(db, run_id, job_id)
+    assert get_run(db, run_id).status == JobStatus.QUEUED
+    # the third attempt saves a checkpoint before its worker dies: it made progress
+    assert queue.claim(db, "gone-worker", ["train"], lease_s=1).id == job_id
+    folder = db.workspace.run_dir(run_id) / "checkpoints" / "checkpoint-4"
+    folder.mkdir(parents=True)
+    checkpoints.mark_complete(folder, 4)
+    reap_now(db)
+    for _ in range(2):
+        _claim_and_lose(db, run_id, job_id)
+        assert get_run(db, run_id).status == JobStatus.QUEUED
+    _claim_and_lose(db, run_id, job_id)  # the third in a row without progress
+    run = get_run(db, run_id)
+    assert run.status == JobStatus.FAILED and "3 times in a row without a new complete checkpoint" in run.error
+    assert [a["to_step"] for a in run.attempts] == [0, 0, 4, 4, 4, 4]
+    assert [a["trigger"] for a in run.attempts] == ["start"] + ["requeued"] * 5
+    assert [a["requeued"] for a in run.attempts] == [True] * 5 + [False]
+    # the user resumes: the count starts again
+    resume_run(db, run_id)
+    _claim_and_lose(db, run_id, job_id)
+    assert get_run(db, run_id).status == JobStatus.QUEUED and get_run(db, run_id).attempts[-1]["trigger"] == "resume"
 
 
 class StopAfter(NullReporter):
