@@ -26,9 +26,9 @@ def test_every_numeric_control_has_its_fields_bounds():
         if owner is None or not isinstance(component, (gr.Slider, gr.Number)):
             continue
         low, high = spec_widgets.bounds(owner[0].model_fields[owner[1]])
-        if spec_widgets.none_if_zero(*owner):
-            low = 0  # 0 shows "not set"
-            assert component.value == 0 or component.value >= 1, path
+        if spec_widgets.none_if_zero(*owner):  # 0 shows "not set", so the control allows it
+            assert component.value == 0 or low is None or component.value >= low, path
+            low = 0
         if path == "train.learning_rate":
             low, high = LR_MIN, LR_MAX
         if low is not None:
