@@ -99,7 +99,7 @@ class Check:
         return part.figures if part.status == "ok" else None
 
     def _reason_not_to_run(self, name: str, needs: tuple[str, ...]) -> str | None:
-        if self.args.only and not any(fnmatch.fnmatch(name, p) for p in self.args.only):
+        if self.args.only and not any(fnmatch.fnmatch(name, p) for p in self.args.only + SET_UP):
             return f"not selected by --only {' '.join(self.args.only)}"
         for need in needs:
             if self.parts[need].status != "ok":
@@ -234,6 +234,7 @@ CORE_TRAINING = ["train.lora.ckpt", "train.qlora.ckpt", "train.adalora.ckpt", "t
 EXTRA_TRAINING = ["train.lora.no-ckpt", "train.qlora.no-ckpt", "train.adalora.no-ckpt", "train.dora.no-ckpt",
                   "train.lora.padding-free", "train.qlora.padding-free", "train.adalora.padding-free",
                   "train.dora.padding-free"]
+SET_UP = ["wheels", "environment", "matmul_peak", "model.*"]  # run even with --only: the others need them
 PLAN = ["wheels", "environment", "matmul_peak", "model.text", "model.vl", *CORE_TRAINING, "chat", "merge_verify",
         "pytest_gpu", *EXTRA_TRAINING]
 
@@ -419,8 +420,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.out is None:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         args.out = HERE / "results" / f"gpu_check-{args.device}{'-tiny' if args.tiny else ''}-{stamp}.json"
-    if args.only:  # the set-up parts always run: the others need them
-        args.only = [*args.only, "environment", "wheels", "matmul_peak", "model.*"]
     return args
 
 

@@ -333,9 +333,10 @@ def _peaks(recipe_peak: int) -> dict[str, Any]:
     import torch
 
     if torch.cuda.is_available():
+        free, total = torch.cuda.mem_get_info()  # the cache still holds the run's blocks: ~ the peak + context
         return {"max_memory_reserved_bytes": int(torch.cuda.max_memory_reserved()),
                 "max_memory_allocated_bytes": int(torch.cuda.max_memory_allocated()),
-                "recipe_peak_bytes": recipe_peak}
+                "device_used_at_end_bytes": int(total - free), "recipe_peak_bytes": recipe_peak}
     return {"peak_rss_bytes": recipe_peak, "recipe_peak_bytes": recipe_peak,
             "note": "CPU: the process's peak RSS (a high-water mark: in one process it includes earlier parts)"}
 
@@ -352,9 +353,11 @@ def _estimate(spec: Any, on_gpu: bool, images: int) -> dict[str, Any]:
     out: dict[str, Any] = {"precision": precision, "baseline_rss_bytes": None if on_gpu else baseline}
     try:  # an estimate that breaks is a finding of its own; the run still trains
         out["estimated_bytes"] = estimate_for_device(spec, precision, on_gpu, baseline, images)
-        if on_gpu:
-            request = estimate_request(spec, model_config(spec.model), images, precision)
-            out["parts_bytes"] = {k: int(v) for k, v in est.estimate(request).parts.items()}
+        if on_gpu:  # the parts, and the share PyTorch's allocator sees (not the CUDA context)
+            estimate = est.estimate(estimate_request(spec, model_config(spec.model), images, precision))
+            out.update(parts_bytes={k: int(v) for k, v in estimate.parts.items()},
+                       allocator_bytes=int(estimate.allocator_bytes), context_bytes=int(estimate.context_bytes),
+                       band=str(estimate.band) if estimate.band else None)
         out["status"] = "ok" if out["estimated_bytes"] else "failed"
         if not out["estimated_bytes"]:
             out["error"] = "the planner returned no estimate for this spec"
@@ -364,14 +367,24 @@ def _estimate(spec: Any, on_gpu: bool, images: int) -> dict[str, Any]:
 
 
 def _estimate_vs_measured(estimate: dict[str, Any], memory: dict[str, Any], on_gpu: bool) -> dict[str, Any]:
-    """Error in % (+ = the estimate is higher than measured), against what decides an OOM (reserved)."""
-    measured = memory["max_memory_reserved_bytes"] if on_gpu else memory["peak_rss_bytes"]
-    total = estimate.get("estimated_bytes")
-    out = {**estimate, "measured_bytes": measured}
-    if total and measured:
-        out["error_percent"] = round((total / measured - 1) * 100, 1)
-        if on_gpu:
-            out["error_vs_allocated_percent"] = round((total / memory["max_memory_allocated_bytes"] - 1) * 100, 1)
+    """Errors in % (+ = the estimate is higher than measured), like with like. On the GPU the main
+    one is the allocator's share of the estimate against ``max_memory_reserved`` (what decides an
+    OOM; neither sees the CUDA context); the whole estimate is also set against the device memory in
+    use when training ended (context included, as nvidia-smi counts it). On a CPU: the estimate
+    against the process's peak RSS, as the worker records them."""
+    out = dict(estimate)
+    if on_gpu:
+        out["measured_bytes"] = memory["max_memory_reserved_bytes"]
+        pairs = {"error_percent": ("allocator_bytes", "max_memory_reserved_bytes"),
+                 "error_vs_allocated_percent": ("allocator_bytes", "max_memory_allocated_bytes"),
+                 "error_total_vs_device_used_percent": ("estimated_bytes", "device_used_at_end_bytes")}
+    else:
+        out["measured_bytes"] = memory["peak_rss_bytes"]
+        pairs = {"error_percent": ("estimated_bytes", "peak_rss_bytes")}
+    for name, (est_key, measured_key) in pairs.items():
+        est_value, measured = estimate.get(est_key), memory.get(measured_key)
+        if est_value and measured:
+            out[name] = round((est_value / measured - 1) * 100, 1)
     return out
 
 
