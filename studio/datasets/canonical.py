@@ -52,6 +52,10 @@ class Draft:
     images: list[ImageRef] = field(default_factory=list)
     images_field: str = "images"
     extra: dict[str, Any] = field(default_factory=dict)
+    # preference / KTO rows (``studio.datasets.preference``): ``turns`` are the prompt, and the
+    # answers are ``branches`` ("chosen"/"rejected", or "completion" with a "label" in ``extra``)
+    kind: str = "sft"
+    branches: dict[str, list[Turn]] = field(default_factory=dict)
 
 
 def bind_placeholders(draft: Draft, probs: RowProblems) -> None:

@@ -23,10 +23,11 @@ from studio.datasets.archive import check_zip, extract_zip, is_zip
 from studio.datasets.canonical import Draft, bind_placeholders, check_turns, dumps, image_part, text_part
 from studio.datasets.files import FileUnreadable, Record, is_data_file, read_records
 from studio.datasets.folder import caption_records, data_files, image_files, orphan_captions, symlinks, visible_files
-from studio.datasets.formats import FORMATS, Context, describe_formats, detect_format
+from studio.datasets.formats import FORMATS, Context, describe_formats, detect_format, format_kind
 from studio.datasets.formats.base import refuse_unsupported_media
 from studio.datasets.images import ImageStore
 from studio.datasets.options import ImportOptions
+from studio.datasets.preference import KIND_WORDS, SFT, check_draft
 from studio.datasets.problems import DatasetImportError, Problem, RowProblems
 from studio.datasets.values import check_row
 
@@ -65,6 +66,7 @@ class ImportReport:
     source: str
     format: str
     format_detected: bool
+    kind: str = SFT  # sft | preference | kto (studio.datasets.preference)
     rows_read: int = 0
     rows_imported: int = 0
     num_train: int = 0
@@ -250,11 +252,14 @@ def _choose_format(records: Iterator[Record], source: Source, options: ImportOpt
     """The forced or detected format, and the records (the peeked ones put back in front)."""
     head: list[Record] = []
     keys: set[str] = set()
+    row_formats: Counter[str | None] = Counter()
     try:
         for rec in records:
             head.append(rec)
             if rec.data is not None:
-                keys |= set(apply_map(rec.data, options.column_map))
+                row_keys = set(apply_map(rec.data, options.column_map))
+                keys |= row_keys
+                row_formats[detect_format(row_keys)] += 1
                 if sum(r.data is not None for r in head) >= DETECT_SAMPLE:
                     break
     except FileUnreadable as e:
@@ -262,7 +267,7 @@ def _choose_format(records: Iterator[Record], source: Source, options: ImportOpt
     rest = chain(head, records)
     if source.data_file is None:
         return options.format or "image_folder", options.format is None, rest
-    name = options.format or detect_format(keys)
+    name = options.format or _detect(keys, row_formats)
     if name is None and keys:
         shown = ", ".join(sorted(keys)[:30])
         _fail(source.display, P.UNKNOWN_FORMAT, f"cannot tell the format from the fields seen: {shown}{_closest(keys)}",
@@ -271,6 +276,17 @@ def _choose_format(records: Iterator[Record], source: Source, options: ImportOpt
     if keys and source.data_file.suffix.lower() in TABLE_SUFFIXES:
         _require_columns(FORMATS[name or "alpaca"], keys, source, options)
     return name or "alpaca", options.format is None and name is not None, rest
+
+
+def _detect(keys: set[str], row_formats: Counter) -> str | None:
+    """The format of all fields seen (rows leave optional fields out), unless no single row has that
+    format: a file that mixes kinds (pairs with instruction rows) is read as its most common row
+    format, so each odd row is named as such instead of every row missing fields."""
+    name = detect_format(keys)
+    if name is None or name in row_formats:
+        return name
+    common = [f for f, _ in row_formats.most_common() if f is not None]
+    return common[0] if common else name
 
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".parquet")  # every row has the header's columns
@@ -312,6 +328,7 @@ class _Builder:
         self.stage, self.source, self.options = stage, source, options
         self.workspace_root = (workspace_root or source.allowed_root).resolve()
         self.fmt_name, self.fmt = fmt_name, FORMATS[fmt_name]
+        self.kind = format_kind(fmt_name)
         roots = _unique([source.allowed_root, *([image_root] if image_root else [])])
         hint = (f"check the path; it is read relative to the image root {options.image_root!r}" if image_root else
                 "check the path; it is read relative to the data file's folder, then its parent folders up to the "
@@ -383,20 +400,44 @@ class _Builder:
         data = apply_map(rec.data, self.options.column_map)
         ctx = Context(probs, self.options.instruction)
         refuse_unsupported_media(data, ctx)
+        self._refuse_other_kind(data, probs)
         if probs:
             return None, probs.items
         draft = self.fmt.convert(data, ctx)
         if draft is None:
             return None, probs.items
         bind_placeholders(draft, probs)
-        check_turns(draft.turns, probs)
+        if draft.kind == SFT:
+            check_turns(draft.turns, probs)
+        else:
+            check_draft(draft, probs)
         row = self._materialize(draft, probs)
         return row, probs.items
 
+    def _refuse_other_kind(self, data: dict[str, Any], probs: RowProblems) -> None:
+        """A preference pair in an instruction file (or the reverse) is not a broken row of this
+        format: say that the file mixes kinds, which one this row is, and how to split it."""
+        if self.options.format is not None:
+            return
+        own = detect_format(set(data))
+        if own is None or format_kind(own) == self.kind:
+            return
+        probs.add(None, P.MIXED_KINDS,
+                  f"this row is {KIND_WORDS[format_kind(own)]} ({own} fields), but the file was read as "
+                  f"{self.fmt_name}: {KIND_WORDS[self.kind]}; one dataset holds one kind of row",
+                  "split the file and import each kind as its own dataset")
+
     def _materialize(self, draft: Draft, probs: RowProblems) -> dict[str, Any]:
         """Canonical row; images are checked and stored here (problems recorded, row kept whole)."""
+        row: dict[str, Any] = {"kind": draft.kind} if draft.kind != SFT else {}
+        row["messages"] = self._messages(draft, draft.turns, probs)
+        for branch, turns in draft.branches.items():
+            row[branch] = self._messages(draft, turns, probs)
+        return {**row, **draft.extra}
+
+    def _messages(self, draft: Draft, turns: list, probs: RowProblems) -> list[dict[str, Any]]:
         messages = []
-        for turn in draft.turns:
+        for turn in turns:
             content = []
             for kind, value in turn.parts:
                 if kind == "text":
@@ -405,7 +446,7 @@ class _Builder:
                     stored = self.store.add(value, probs, draft.images_field if draft.images else turn.field)
                     content.append(image_part(stored or ""))
             messages.append({"role": turn.role, "content": content})
-        return {"messages": messages, **draft.extra}
+        return messages
 
     def _first_row_with(self, line: str, row: int) -> int:
         """The first row that converted to exactly ``line`` (``row`` itself if none did)."""
@@ -443,7 +484,7 @@ class _Builder:
         self._prune_images()
         n_val = self._split()
         return ImportReport(
-            source=self.source.display, format=self.fmt_name, format_detected=detected,
+            source=self.source.display, format=self.fmt_name, format_detected=detected, kind=self.kind,
             rows_read=self.c["rows_read"], rows_imported=self.c["kept"], num_train=self.c["kept"] - n_val,
             num_validation=n_val, skipped=self.c["skipped"], skipped_by_code=dict(self.skipped_by_code),
             duplicates_removed=self.c["duplicates"], limit_reached=bool(self.c["limit_reached"]),

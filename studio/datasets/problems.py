@@ -39,6 +39,8 @@ NUL_BYTE = "nul_byte"
 IMAGE_SHAPE = "image_shape"
 SYMLINK = "symlink"
 MISSING_COLUMN = "missing_column"
+SAME_ANSWERS = "same_answers"  # a preference pair whose chosen and rejected are equal
+MIXED_KINDS = "mixed_kinds"  # a preference row in an instruction file, or the reverse
 INTERNAL = "internal_error"  # an input the importer did not foresee: reported, never a traceback
 
 

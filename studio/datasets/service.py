@@ -112,7 +112,7 @@ def _row_fields(ws: Workspace, upload: Path, stage: Path, report: ImportReport, 
         num_rows=report.rows_imported, num_train=report.num_train, num_validation=report.num_validation,
         num_images=report.num_images, num_skipped=report.skipped,
         size_bytes=_folder_size(stage), has_images=report.num_images > 0,
-        info={"report": summary, "options": options.to_dict(),
+        info={"kind": report.kind, "report": summary, "options": options.to_dict(),
               "split": {"val_fraction": options.val_fraction, "seed": options.seed,
                         "train": report.num_train, "validation": report.num_validation}},
     )
@@ -157,6 +157,12 @@ def delete_dataset(db: Database, dataset_id: int) -> None:
         row = s.get(Dataset, dataset_id)
         if row is not None:
             s.delete(row)
+
+
+def dataset_kind(dataset: Dataset) -> str:
+    """``sft``, ``preference`` or ``kto`` (``studio.datasets.preference``); datasets imported before
+    preference data existed are instruction sets."""
+    return (dataset.info or {}).get("kind", "sft")
 
 
 def dataset_dir(db: Database, dataset: Dataset | int) -> Path:

@@ -9,6 +9,8 @@ The tokenizer/processor is passed in as a loaded object: any model works, nothin
 """
 from __future__ import annotations
 
+import json
+
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -188,10 +190,23 @@ def histogram(values: list[int], bins: int) -> dict[str, list]:
 
 
 # -- rendering --------------------------------------------------------------------------------------
+def longest_sequence(row: dict[str, Any]) -> dict[str, Any]:
+    """What one training sequence of the row is: a preference pair trains prompt + chosen and
+    prompt + rejected (measured by the longer answer's characters), a KTO row prompt + completion."""
+    from studio.datasets.preference import BRANCHES, branch_messages, row_kind
+
+    branches = BRANCHES.get(row_kind(row))
+    if not branches:
+        return row
+    longest = max(branches, key=lambda b: len(json.dumps(row[b], ensure_ascii=False)))
+    return {**row, "messages": branch_messages(row, longest)}
+
+
 def render(row: dict[str, Any], processor: Any, image_token: str) -> str:
     """The training text of a row (``studio.datasets.render``: the renderer training uses). Rows
     with images keep the parts list vision templates expect; text-only rows get strings."""
     has_images = any(p.get("type") == "image" for m in row["messages"] for p in m["content"])
+    row = longest_sequence(row)
     return render_row(processor, row, vision=has_images,
                       image_placeholder=f"<|vision_start|>{image_token}<|vision_end|>")
 

@@ -25,7 +25,7 @@ def test_upload_alpaca_imports_and_previews(db, client, sample_data):
     (row,) = datasets.list_datasets(db)
     n = len(json.loads((sample_data / "identity.json").read_text(encoding="utf-8")))  # 91 in the real file
     assert row.num_train + row.num_validation == row.num_rows == n and row.num_validation == validation_size(n, 0.1)
-    assert table["data"][0][:4] == [1, "identity", "alpaca", n]
+    assert table["data"][0][:5] == [1, "identity", "alpaca", "sft", n]
     chat = client.predict(1, 0, api_name="/preview_row")
     assert [m["role"] for m in chat][-1] == "assistant" and any("{{name}}" in str(m["content"]) for m in chat)
     # the upload was copied into the workspace, the original kept in the dataset folder

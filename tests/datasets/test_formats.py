@@ -19,6 +19,11 @@ SAMPLE_KEYS = {
     "sharegpt": {"conversations", "tools"},
     "alpaca": {"instruction", "input", "output"},
     "caption": {"image_path", "caption"},
+    "sharegpt_preference": {"conversations", "chosen", "rejected", "images"},
+    "alpaca_ranking": {"instruction", "input", "chosen", "rejected"},
+    "preference": {"prompt", "chosen", "rejected", "messages"},  # UltraFeedback-binarized carries messages too
+    "hh_rlhf": {"chosen", "rejected"},
+    "kto": {"prompt", "completion", "label"},
 }
 
 

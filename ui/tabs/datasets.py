@@ -42,6 +42,16 @@ add("ds.table", "Datasets", "数据集列表")
 add("ds.select", "Dataset", "数据集")
 add("ds.row", "Row", "行")
 add("ds.preview", "Preview (what the model will see)", "预览（模型将看到的内容）")
+add("ds.chosen", "Chosen answer (preferred)", "选中的回答（更好）")
+add("ds.rejected", "Rejected answer", "被拒绝的回答")
+add("ds.pair_intro", "A preference row: the prompt above, its two answers side by side. KTO rows show their one "
+    "completion on the side of its label (desirable: left, undesirable: right).",
+    "偏好数据行：上方是提示，下方并排显示两个回答。KTO 数据行只有一个回答，按其标签显示在左侧（好）或右侧（差）。")
+add("ds.intro_pref", "Preference data (for DPO, KTO and reward models) is read too: prompt/chosen/rejected (text or "
+    "messages, UltraFeedback style), HH-RLHF transcripts, LLaMA-Factory's ShareGPT and Alpaca ranking forms, and "
+    "KTO's prompt/completion/label.",
+    "也可导入偏好数据（用于 DPO、KTO 和奖励模型）：prompt/chosen/rejected（文本或消息列表，UltraFeedback 风格）、"
+    "HH-RLHF 对话记录、LLaMA-Factory 的 ShareGPT 与 Alpaca 排序格式，以及 KTO 的 prompt/completion/label。")
 add("ds.rename", "New name", "新名称")
 add("ds.rename_btn", "Rename", "重命名")
 add("ds.delete_btn", "Delete dataset", "删除数据集")
@@ -57,12 +67,12 @@ add("ds.stats_btn", "Compute statistics", "计算统计")
 add("ds.hist", "Rows by token length", "按 token 长度的行数分布")
 
 AUTO = "auto-detect"
-TABLE_COLUMNS = ["ID", "Name", "Format", "Rows", "Train", "Validation", "Images", "Skipped", "Size", "Created (UTC)"]
+TABLE_COLUMNS = ["ID", "Name", "Format", "Kind", "Rows", "Train", "Validation", "Images", "Skipped", "Size", "Created (UTC)"]
 PROBLEM_COLUMNS = ["Where", "Problem", "How to fix"]
 
 
 def datasets_table(db: Database) -> pd.DataFrame:
-    rows = [[d.id, d.name, d.format, d.num_rows, d.num_train, d.num_validation, d.num_images, d.num_skipped,
+    rows = [[d.id, d.name, d.format, datasets.dataset_kind(d), d.num_rows, d.num_train, d.num_validation, d.num_images, d.num_skipped,
              widgets.human_bytes(d.size_bytes), f"{d.created_at:%Y-%m-%d %H:%M}"] for d in datasets.list_datasets(db)]
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
@@ -122,8 +132,12 @@ def row_as_chat(db: Database, dataset_id, row_index) -> list[dict]:
     rows = datasets.preview(db, int(dataset_id), n=1, offset=int(row_index or 0))
     if not rows:
         return []
+    return as_chatbot(rows[0]["messages"])
+
+
+def as_chatbot(canonical_messages: list[dict]) -> list[dict]:
     messages = []
-    for m in rows[0]["messages"]:
+    for m in canonical_messages:
         role = "assistant" if m["role"] == "assistant" else "user"
         prefix = "[system] " if m["role"] == "system" else ""
         for part in m["content"]:
@@ -132,6 +146,21 @@ def row_as_chat(db: Database, dataset_id, row_index) -> list[dict]:
             else:
                 messages.append({"role": role, "content": prefix + part["text"]})
     return messages
+
+
+def row_answers(db: Database, dataset_id, row_index) -> tuple[list[dict], list[dict], bool]:
+    """(chosen pane, rejected pane, is a preference/KTO row): a pair's answers side by side; a KTO
+    completion on the side of its label."""
+    from studio.datasets.preference import row_kind
+
+    rows = datasets.preview(db, int(dataset_id), n=1, offset=int(row_index or 0)) if dataset_id else []
+    if not rows or row_kind(rows[0]) == "sft":
+        return [], [], False
+    row = rows[0]
+    if row_kind(row) == "kto":
+        completion = as_chatbot(row["completion"])
+        return (completion, [], True) if row["label"] else ([], completion, True)
+    return as_chatbot(row["chosen"]), as_chatbot(row["rejected"]), True
 
 
 def model_choices() -> list[tuple[str, str]]:
@@ -180,6 +209,7 @@ def compute_stats(db: Database, dataset_id, model_ref, cutoff, max_pixels):
 def render(db: Database) -> dict:
     """Builds the tab; returns the components other tabs react to."""
     gr.Markdown(t("ds.intro"))
+    gr.Markdown(t("ds.intro_pref"))
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320):
             upload = gr.File(label=t("ds.upload"), file_types=[".json", ".jsonl", ".csv", ".tsv", ".parquet", ".zip"],
@@ -207,6 +237,11 @@ def render(db: Database) -> dict:
                 row = gr.Number(label=t("ds.row"), value=0, precision=0, minimum=0, scale=1)
                 refresh = gr.Button(t("ds.refresh"), scale=0)
             preview = gr.Chatbot(label=t("ds.preview"), height=380, elem_id="dataset-preview")
+            with gr.Group(visible=False) as pair_box:
+                gr.Markdown(t("ds.pair_intro"))
+                with gr.Row():
+                    chosen = gr.Chatbot(label=t("ds.chosen"), height=240, elem_id="dataset-chosen")
+                    rejected = gr.Chatbot(label=t("ds.rejected"), height=240, elem_id="dataset-rejected")
             with gr.Row():
                 new_name = gr.Textbox(label=t("ds.rename"), scale=3)
                 rename_btn = gr.Button(t("ds.rename_btn"), scale=0)
@@ -240,6 +275,14 @@ def render(db: Database) -> dict:
     selected.change(lambda d: (row_as_chat(db, d, 0), 0), inputs=selected, outputs=[preview, row],
                     api_name="select_dataset")
     row.change(lambda d, r: row_as_chat(db, d, r), inputs=[selected, row], outputs=preview, api_name="preview_row")
+
+    def _answers(d, r):
+        left, right, is_pair = row_answers(db, d, r)
+        return left, right, gr.update(visible=is_pair)
+
+    for trigger in (selected, row):  # a new dataset resets the row to 0, which may not fire a change
+        trigger.change(_answers, inputs=[selected, row], outputs=[chosen, rejected, pair_box],
+                       api_name=f"preview_answers_{'dataset' if trigger is selected else 'row'}")
     refresh.click(lambda d: _after_change(d), inputs=selected, outputs=[table, selected], api_name="refresh_datasets")
 
     def _rename(d, new):

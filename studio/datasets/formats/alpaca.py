@@ -35,9 +35,15 @@ def convert(row: dict[str, Any], ctx: Context) -> Draft | None:
     prompt = "\n".join(s for s in (instruction, extra_input) if s)
     user = Turn("user", [("text", prompt)], "instruction")
     turns += [user, Turn("assistant", [("text", output)], "output")]
-    if images and not _has_placeholder(turns):
-        user.parts = [("text", IMAGE_PLACEHOLDER * len(images))] + user.parts
+    place_images(turns, images)
     return Draft(turns, images, images_field=images_key)
+
+
+def place_images(turns: list[Turn], images: list) -> None:
+    """Rows without any ``<image>`` placeholder show their images before the last user turn's text."""
+    users = [t for t in turns if t.role == "user"]
+    if images and users and not _has_placeholder(turns):
+        users[-1].parts = [("text", IMAGE_PLACEHOLDER * len(images))] + users[-1].parts
 
 
 def _has_placeholder(turns: list[Turn]) -> bool:
