@@ -24,6 +24,30 @@ def t(key: str) -> I18nData:
     return I18nData(key)
 
 
+# Table headers: Gradio translates labels in the browser but not a table's column names, so tables
+# are localised on the server from the browser's language (Accept-Language) via ``localize``.
+COLUMN_ZH = {
+    "ID": "编号", "Name": "名称", "Status": "状态", "Model": "模型", "Dataset": "数据集", "Method": "方法",
+    "Settings": "设置", "Loss": "损失", "Eval loss": "评估损失", "Duration": "耗时", "Memory est./measured": "显存 估算/实测",
+    "Attempts": "尝试次数", "Job": "任务", "Progress": "进度", "Created (UTC)": "创建时间 (UTC)", "Error": "错误",
+    "Format": "格式", "Kind": "类型", "Rows": "行数", "Train": "训练", "Validation": "验证", "Images": "图片",
+    "Skipped": "跳过", "Size": "大小", "Where": "位置", "Problem": "问题", "How to fix": "如何修复",
+    "Adapter": "适配器", "Verified": "已校验", "SHA-256": "SHA-256",
+}
+
+
+def wants_chinese(request: gr.Request | None) -> bool:
+    header = (request.headers.get("accept-language", "") if request is not None else "") or ""
+    return header.lower().lstrip().startswith("zh")
+
+
+def localize(frame, request: gr.Request | None):
+    """The table with its column names in the browser's language (English names are the keys)."""
+    if wants_chinese(request):
+        return frame.rename(columns=lambda c: COLUMN_ZH.get(c, c))
+    return frame
+
+
 def translations() -> gr.I18n:
     """Built at launch, after every tab module has added its strings."""
     return gr.I18n(en=EN, **{"zh-CN": ZH, "zh": ZH})

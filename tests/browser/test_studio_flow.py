@@ -96,6 +96,11 @@ def test_upload_train_chat_export_download(studio_url, page, sample_data, tmp_pa
     second.goto(studio_url)
     second.get_by_role("tab", name="运行记录").click()
     second.locator("#run-live").get_by_text("lora on smollm2-135m-instruct").wait_for()
+    # the run history's headers follow the browser's language too (no English header in zh-CN)
+    second.wait_for_function("() => document.querySelector('#runs-table thead')?.innerText.includes('状态')",
+                             timeout=15_000)
+    headers = second.locator("#runs-table thead").inner_text()
+    assert not any(word in headers for word in ("Status", "Name", "Model", "Loss", "Duration")), headers
     second.get_by_role("tab", name="数据集").click()
     second.locator("#datasets-table span", has_text="alpaca_en_demo").first.wait_for(timeout=10_000)
     screenshot(second, "3-second-session-zh")

@@ -17,7 +17,7 @@ from studio import activity
 from studio.datasets import service as datasets
 from studio.methods import METHODS
 from studio.training import history, service as training
-from ui.i18n import add, t
+from ui.i18n import add, localize, t
 
 REFRESH_S = 2.0
 JOB_COLUMNS = ["ID", "Job", "Status", "Progress", "Created (UTC)", "Duration", "Error"]
@@ -206,19 +206,22 @@ def render(db: Database) -> dict:
     with gr.Accordion(t("jobs.all"), open=False):
         _render_jobs(db)
 
-    def _tick(run_id, status_filter, method_filter):
+    def _tick(run_id, status_filter, method_filter, request: gr.Request):
         current = run_choices(db)
         if not run_id and current:
             run_id = current[0][1]
-        return (runs_table(db, status_filter, method_filter), gr.update(choices=current, value=run_id),
+        return (localize(runs_table(db, status_filter, method_filter), request), gr.update(choices=current, value=run_id),
                 gr.update(choices=current), *live_view(db, run_id))
 
     timer = gr.Timer(REFRESH_S)
     tick_outputs = [table, selected, compare_pick, live, plot, log]
     timer.tick(_tick, inputs=[selected, status, method], outputs=tick_outputs, show_progress="hidden",
                api_name="refresh_runs")
+    def _filter(s, m, request: gr.Request):
+        return localize(runs_table(db, s, m), request)
+
     for f in (status, method):
-        f.change(lambda s, m: runs_table(db, s, m), inputs=[status, method], outputs=table, api_visibility="private")
+        f.change(_filter, inputs=[status, method], outputs=table, api_visibility="private")
     selected.change(lambda r: live_view(db, r), inputs=selected, outputs=[live, plot, log], api_name="run_view",
                     show_progress="hidden")
     cancel.click(lambda r: run_action(db, "cancel", r), inputs=selected, outputs=action_msg, api_name="cancel_run")
@@ -249,7 +252,10 @@ def _render_jobs(db: Database) -> None:
     notice = gr.Markdown()
     log = gr.Code(label=t("jobs.log"), language=None, lines=12, interactive=False)
     timer = gr.Timer(REFRESH_S * 2)
-    timer.tick(lambda: jobs_table(db), outputs=jobs, api_name="refresh_jobs", show_progress="hidden")
+    def _jobs(request: gr.Request):
+        return localize(jobs_table(db), request)
+
+    timer.tick(_jobs, outputs=jobs, api_name="refresh_jobs", show_progress="hidden")
 
     def _cancel(jid):
         if not jid:
