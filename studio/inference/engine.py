@@ -29,6 +29,7 @@ import torch
 from transformers import StoppingCriteriaList
 
 from studio.datasets.render import render, template_messages
+from studio.threads import torch_threads
 
 from . import adapters as adapter_checks
 from .adapters import AdapterRef
@@ -296,7 +297,7 @@ class ChatEngine:
             max_new = self._room_for_answer(base, prompt_len, settings.max_new_tokens)
             streamer, stop = PaneStreamer(base.tokenizer, on_text), StopFlag(should_stop)
             config = self._generation_config(base, settings, max_new)
-            with self._activated(adapter) as model, torch.inference_mode(), _cpu_threads(self.threads):
+            with self._activated(adapter) as model, torch.inference_mode(), torch_threads(self.threads):
                 _seed(settings.seed)
                 streamer.started = time.perf_counter()
                 out = model.generate(**inputs, generation_config=config, streamer=streamer,
@@ -363,19 +364,6 @@ def _pick_device(device: str) -> str:
     if device != "auto":
         return device
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-@contextlib.contextmanager
-def _cpu_threads(n: int | None) -> Iterator[None]:
-    if not n:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _seed(seed: int) -> None:

@@ -10,13 +10,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from studio.spec import VisionSettings
+
 MAX_ADAPTERS = 3  # panes beside the base model; more would not fit a screen side by side
 MAX_IMAGES_PER_MESSAGE = 8
 
 # Same bounds as training's defaults (studio.spec.VisionSettings): an image costs the
 # same number of tokens in chat as it did while the adapter learned.
-DEFAULT_MIN_PIXELS = 28 * 28 * 4
-DEFAULT_MAX_PIXELS = 512 * 512
+DEFAULT_MIN_PIXELS = VisionSettings.model_fields["min_pixels"].default
+DEFAULT_MAX_PIXELS = VisionSettings.model_fields["max_pixels"].default
 
 
 class ChatSettings(BaseModel):
