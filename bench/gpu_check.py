@@ -28,6 +28,7 @@ import importlib.metadata as md
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -241,7 +242,8 @@ PLAN = ["wheels", "environment", "matmul_peak", "model.text", "model.vl", *CORE_
 
 def run_check(args: argparse.Namespace) -> Check:
     check = Check(args, PLAN)
-    work = Path(tempfile.mkdtemp(prefix="gpu-check-"))
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="gpu-check-"))
+    work.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("FTS_MODEL_CACHE", str(work / "model-cache"))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # a log to read, not bars
@@ -410,6 +412,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--wheels", type=Path, default=DEFAULT_WHEELS, help="wheel folder from bench/gpu_wheels.sh")
     p.add_argument("--budget-s", type=float, help="start no part after this many seconds (default 420 on "
                                                   "cuda, 100 with --tiny); the rest is skipped, saying so")
+    p.add_argument("--workdir", type=Path, help="keep the models, runs and merged model here (default: a "
+                                                 "temporary folder, removed at the end)")
     p.add_argument("--isolate", action="store_true", help="each training run in a child process of its own")
     p.add_argument("--only", nargs="*", help="run only parts matching these patterns (e.g. 'train.lora.*' chat)")
     p.add_argument("--child", type=Path, help=argparse.SUPPRESS)
@@ -435,6 +439,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     check = run_check(args)
     check.finish()
+    if args.workdir is None:  # models (GBs), runs and the merged copy: nothing of it is a result
+        shutil.rmtree(check.meta["workdir"], ignore_errors=True)
     return 1 if any(p.status == "failed" for p in check.parts.values()) else 0
 
 

@@ -29,7 +29,7 @@ def report(tmp_path_factory) -> dict:
     # --budget-s: no part may be skipped for time here (the < 2 min target is the bench's, not a test's);
     # --wheels: a folder that does not exist, so the wheels part must say why it installed nothing.
     cmd = [sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--device", "cpu", "--tiny", "--out", str(out),
-           "--budget-s", "1200", "--wheels", str(out.parent / "no-wheels")]
+           "--budget-s", "1200", "--wheels", str(out.parent / "no-wheels"), "--workdir", str(out.parent / "work")]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert out.is_file(), f"no JSON written (exit {done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     data = json.loads(out.read_text(encoding="utf-8"))
