@@ -379,9 +379,11 @@ def _summary(p: Part) -> str:
         return (p.reason or "")[:160]
     f = p.figures
     if p.name.startswith("train."):
-        loss = f"loss {f['losses'][0]:.3f}->{f['losses'][-1]:.3f}" if f.get("losses") else "no loss"
+        loss = (f"loss {f['losses'][0]:.3f}->{f['losses'][-1]:.3f}{'' if f.get('loss_fell') else ' (did not fall)'}"
+                if f.get("losses") else "no loss")
         est = f.get("estimate", {})
-        mem = f"peak {_gib(est.get('measured_bytes'))} est {_gib(est.get('estimated_bytes'))}"
+        # on a GPU the allocator's share of the estimate is what compares with max_memory_reserved
+        mem = f"peak {_gib(est.get('measured_bytes'))} est {_gib(est.get('allocator_bytes') or est.get('estimated_bytes'))}"
         err = f" ({est['error_percent']:+.0f}%)" if est.get("error_percent") is not None else ""
         return (f"{loss}  {f.get('tokens_per_s')} tok/s  MFU {f.get('mfu_percent')}%  first step "
                 f"{f.get('first_step_s')} s  {mem}{err}")

@@ -115,3 +115,36 @@ def test_a_missing_package_names_the_left_out_wheel(tmp_path):
 def test_gpu_test_files_are_found():
     files = gpu_check.gpu_test_files()
     assert files and all("mark.gpu" in f.read_text(encoding="utf-8") for f in files)
+
+
+def _write_wheel(folder: Path, dist: str, version: str, module: str, source: str) -> Path:
+    """A minimal pure-Python wheel (what pip needs: the module, METADATA, WHEEL, RECORD)."""
+    import zipfile
+
+    info = f"{dist}-{version}.dist-info"
+    path = folder / f"{dist}-{version}-py3-none-any.whl"
+    files = {f"{module}/__init__.py": source,
+             f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n",
+             f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    files[f"{info}/RECORD"] = "".join(f"{name},,\n" for name in files) + f"{info}/RECORD,,\n"
+    with zipfile.ZipFile(path, "w") as z:
+        for name, text in files.items():
+            z.writestr(name, text)
+    return path
+
+
+def test_wheels_install_only_what_is_missing_into_a_target_on_sys_path(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setenv("PYTHONPATH", "")
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    _write_wheel(wheels, "fts_gpu_probe", "1.0", "fts_gpu_probe", "VALUE = 42\n")
+    _write_wheel(wheels, "pytest", "0.0.1", "pytest_shadow", "")  # installed here: must be left alone
+    figures = gpu_check.install_wheels(wheels, tmp_path / "site")
+    assert figures["installed"] == ["fts_gpu_probe-1.0-py3-none-any.whl"]
+    assert "pytest" in figures["already_present"] and figures["left_out"] == []
+    assert sys.path[0] == str(tmp_path / "site") and os.environ["PYTHONPATH"] == str(tmp_path / "site")
+    import fts_gpu_probe
+
+    assert fts_gpu_probe.VALUE == 42 and Path(fts_gpu_probe.__file__).is_relative_to(tmp_path / "site")
+    assert not (tmp_path / "site" / "pytest_shadow").exists()
