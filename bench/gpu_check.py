@@ -205,10 +205,13 @@ def missing_package_reason(module: str, dist: str, wheels: Path) -> str | None:
 
 
 # -- pytest -m gpu ----------------------------------------------------------------------------------------
+GPU_MARK = re.compile(r"^\s*(@pytest\.mark\.gpu\b|pytestmark\s*=.*\bmark\.gpu\b)", re.MULTILINE)
+
+
 def gpu_test_files() -> list[Path]:
     """Test files that mark tests gpu: pytest runs only these (collecting the whole suite would
     import gradio, playwright and the rest, which the GPU machine does not need for this)."""
-    return sorted(p for p in (ROOT / "tests").rglob("test_*.py") if "mark.gpu" in p.read_text(encoding="utf-8"))
+    return sorted(p for p in (ROOT / "tests").rglob("test_*.py") if GPU_MARK.search(p.read_text(encoding="utf-8")))
 
 
 def pytest_gpu_part(device: str, timeout_s: float) -> dict[str, Any]:
