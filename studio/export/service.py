@@ -137,6 +137,12 @@ def check_mergeable(adapter: Adapter, folder: Path) -> None:
         raise AdapterMissingError(f"adapter {adapter.id}: {folder / 'adapter_config.json'} does not parse ({e}); "
                                   "retrain the run to recreate it") from e
     peft_type = str(config.get("peft_type") or "").upper()
+    from studio.methods import METHODS
+
+    method = METHODS.get(adapter.method or "")
+    if method is not None and not method.merges and peft_type not in PROMPT_LEARNING_TYPES:
+        raise AdapterNotMergeableError(f"adapter {adapter.id} was trained with {method.label}: {method.merge_note} "
+                                       "Export it as 'adapter only'.")
     if peft_type in PROMPT_LEARNING_TYPES:
         raise AdapterNotMergeableError(
             f"adapter {adapter.id} is a {peft_type} adapter: it adds learned virtual tokens, not weight changes, so "

@@ -68,6 +68,20 @@ class ModelFacts:
 
     kind: str = "text"  # "text" | "vision-language"
     model_type: str = ""
+    config: dict = field(default_factory=dict, compare=False, hash=False)  # config.json, when known
+
+    @property
+    def text_config(self) -> dict:
+        return {**self.config, **(self.config.get("text_config") or {})}
+
+    @property
+    def num_layers(self) -> int | None:
+        n = self.text_config.get("num_hidden_layers")
+        return int(n) if n else None
+
+    @property
+    def tied_embeddings(self) -> bool:
+        return bool(self.text_config.get("tie_word_embeddings", self.config.get("tie_word_embeddings", False)))
 
     @property
     def is_vision(self) -> bool:
@@ -78,8 +92,10 @@ class ModelFacts:
         if isinstance(info, ModelFacts):
             return info
         if isinstance(info, dict):
-            return cls(kind=info.get("kind", "text"), model_type=info.get("model_type", ""))
-        return cls(kind=getattr(info, "kind", "text") or "text", model_type=getattr(info, "model_type", "") or "")
+            return cls(kind=info.get("kind", "text"), model_type=info.get("model_type", ""),
+                       config=info.get("config") or {})
+        return cls(kind=getattr(info, "kind", "text") or "text", model_type=getattr(info, "model_type", "") or "",
+                   config=getattr(info, "config", None) or {})
 
 
 def vision_exclusion(vision: Any) -> str | None:
@@ -130,6 +146,37 @@ def targets_problems(targets: Targets, prefix: str) -> list[Problem]:
     return problems
 
 
+# Leaf names of the linear layers of a decoder block ("all-linear" spelled out, for peft tuners whose
+# configs cannot exclude modules: they get a regex that also keeps the vision side out).
+BLOCK_LINEAR_LEAVES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "qkv_proj",
+                       "gate_up_proj"]
+
+
+def language_linear_regex(targets: Targets, facts: ModelFacts) -> str | list[str]:
+    """``target_modules`` for tuners without ``exclude_modules`` (BEFT, VeRA): a list of leaf names
+    on text models; on vision-language models a regex (peft full-matches a string) that only
+    matches the language model's layers, never ``visual``."""
+    import re
+
+    if targets.mode == "custom":
+        leaves = [t for t in targets.custom if t.strip()]
+    else:
+        leaves = list(ATTENTION_LEAVES) if targets.mode == "attention" else list(BLOCK_LINEAR_LEAVES)
+    if not facts.is_vision:
+        return leaves
+    names = "|".join(re.escape(n) for n in leaves)
+    return rf"^(?!.*\b{VISION_TOWER}\b).*\.({names})$"
+
+
+def blocks_regex(first: int, last: int, extra: tuple[str, ...] = ()) -> str:
+    """A regex (peft full-matches it) for decoder blocks ``first``..``last`` (both included) of a
+    text or vision-language model (``model.layers.N`` / ``model.language_model.layers.N``), plus
+    ``extra`` top-level module paths of the language model (``norm``, ``embed_tokens``)."""
+    numbers = "|".join(str(i) for i in range(first, last + 1))
+    parts = [rf"layers\.({numbers})"] + [e.replace(".", r"\.") for e in extra]
+    return rf"^(?!.*\b{VISION_TOWER}\b)(.*\.)?({'|'.join(parts)})$"
+
+
 def package_available(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
@@ -164,10 +211,19 @@ class Method:
     restore_state: Callable[[Any, Any], bool] | None = None
     # estimator_fields(spec) -> the method's part of an EstimateRequest (method, rank, bits...)
     estimator_fields: Callable[["RunSpec"], dict[str, Any]] = field(default=lambda spec: {"method": spec.method.name})
+    # model_problems(spec, facts) -> problems with this model (the worker's pre-flight reads its config)
+    model_problems: Callable[["RunSpec", ModelFacts], list[Problem]] = field(default=lambda spec, facts: [])
     # device_problems(spec) -> problems only the machine that trains can see; the worker's pre-flight
     device_problems: Callable[["RunSpec"], list[Problem]] = field(default=lambda spec: [])
     # max_processes_without_gpu: 1 where the method cannot train in several CPU processes (None: any)
     max_processes_without_gpu: int | None = None
+    # save_adapter(model, folder, run_dir): write the trained adapter (None: ``model.save_pretrained``);
+    # PiSSA/OLoRA convert theirs to a plain LoRA that works on the unmodified base
+    save_adapter: Callable[[Any, Any, Any], None] | None = None
+    # vision: the method trains Qwen2.5-VL too (False: refused for vision-language models)
+    vision: bool = True
+    # family, as the field teaches it: "reparameterisation" | "additive" | "selective" | "full"
+    family: str = "reparameterisation"
     # merges: the adapter folds into the base weights (a merged export exists); merge_note: what
     # a merged export of this method means (the export card; ``{dtype}`` is the merged weights' dtype)
     merges: bool = True

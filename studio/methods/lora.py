@@ -6,6 +6,7 @@ Defaults follow published practice: rank 16, alpha = 2 x rank, dropout 0.05, all
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
@@ -27,6 +28,10 @@ class LoraSettings(MethodSettings):
     targets: Targets = Field(default_factory=Targets)
     use_dora: bool = Field(False, description="DoRA: learn a magnitude per output feature as well (slower, often better)")
     use_rslora: bool = Field(False, description="rsLoRA: scale by alpha/sqrt(r) so high ranks keep learning")
+    init: Literal["default", "pissa", "olora"] = Field(
+        "default", description="how the adapter starts: default (B = 0, the update starts at zero); pissa (the "
+                               "weight's principal singular directions, Meng et al. 2024: converges faster); olora "
+                               "(an orthonormal QR basis of the weight, Buyukakyuz 2024)")
 
 
 PRESETS: dict[str, LoraSettings] = {
@@ -40,6 +45,9 @@ PRESETS: dict[str, LoraSettings] = {
     "dora": LoraSettings(r=16, alpha=32, use_dora=True),
     # rsLoRA: scaling alpha/sqrt(r) = 16/8 = 2, like alpha = 2r at plain LoRA, but stable at rank 64.
     "rslora": LoraSettings(r=64, alpha=16, use_rslora=True),
+    # PiSSA: starts from the principal components (peft: the adapter is converted to a plain LoRA at save).
+    "pissa": LoraSettings(r=16, alpha=16, init="pissa"),
+    "olora": LoraSettings(r=16, alpha=16, init="olora"),
 }
 
 EXPLAIN = Explain(
@@ -58,6 +66,9 @@ DEFAULT_LEARNING_RATE = 2e-4
 def lora_problems(s: LoraSettings, prefix: str = "method") -> list[Problem]:
     """Checks shared by LoRA and QLoRA (QLoRA's settings extend LoRA's)."""
     problems = targets_problems(s.targets, prefix)
+    if s.init != "default" and s.use_dora:
+        problems.append(Problem(f"{prefix}.init", f"{s.init} initialisation cannot be combined with DoRA in peft",
+                                "turn DoRA off or use the default initialisation"))
     if s.alpha > 16 * s.r and not s.use_rslora:
         problems.append(Problem(f"{prefix}.alpha", f"alpha {s.alpha} is more than 16 x rank {s.r}; updates will be "
                                 "scaled so much that training is likely to diverge", "use alpha = r or 2 x r"))
@@ -71,14 +82,66 @@ def validate(spec: "RunSpec", total_steps: int | None = None) -> list[Problem]:
 def lora_config_kwargs(s: LoraSettings, spec: "RunSpec", model_info: Any) -> dict[str, Any]:
     facts = ModelFacts.of(model_info)
     return dict(r=s.r, lora_alpha=s.alpha, lora_dropout=s.dropout, bias="none", task_type="CAUSAL_LM",
-                use_dora=s.use_dora, use_rslora=s.use_rslora,
+                use_dora=s.use_dora, use_rslora=s.use_rslora, init_lora_weights=INIT[getattr(s, "init", "default")],
                 **resolve_targets(s.targets, facts, spec.vision if facts.is_vision else None))
+
+
+# peft's init_lora_weights: full SVD for PiSSA (deterministic, so a resumed run rebuilds the same residual base;
+# the randomised "pissa_niter_N" would not), QR for OLoRA.
+INIT = {"default": True, "pissa": "pissa", "olora": "olora"}
+INIT_ADAPTER = "adapter_init"  # the adapter right after PiSSA/OLoRA initialisation, in the run folder
 
 
 def build_peft_config(spec: "RunSpec", model_info: Any, total_steps: int) -> Any:
     from peft import LoraConfig
 
     return LoraConfig(**lora_config_kwargs(spec.method, spec, model_info))
+
+
+# -- PiSSA / OLoRA: they move the principal part of each weight into the adapter, so the base the adapter was
+# trained on is not the base on disk. peft converts the trained adapter into a plain LoRA (rank 2r) that works
+# on the unmodified base, given the adapter as it was initialised: saved when training begins.
+def saves_init(spec: "RunSpec") -> bool:
+    return getattr(spec.method, "init", "default") != "default"
+
+
+def callbacks(spec: "RunSpec") -> list[Any]:
+    if not saves_init(spec):
+        return []
+    from transformers import TrainerCallback
+
+    class SaveInitialAdapter(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            folder = Path(args.output_dir).parent / INIT_ADAPTER
+            if state.is_world_process_zero and not (folder / "adapter_config.json").exists():
+                save_initial_adapter(model, folder)
+
+    return [SaveInitialAdapter()]
+
+
+def save_initial_adapter(model: Any, folder: Path) -> None:
+    name = model.active_adapter
+    config = model.peft_config[name]
+    init, config.init_lora_weights = config.init_lora_weights, True  # peft: saved as a plain LoRA start
+    try:
+        model.save_pretrained(str(folder))
+    finally:
+        config.init_lora_weights = init
+
+
+def save_adapter(model: Any, folder: Any, run_dir: Any) -> None:
+    if not saves_init_model(model):
+        model.save_pretrained(str(folder))
+        return
+    init = Path(run_dir) / INIT_ADAPTER
+    if not (init / "adapter_config.json").exists():
+        raise RuntimeError(f"{init} is missing: the PiSSA/OLoRA adapter cannot be converted for the original base")
+    model.save_pretrained(str(folder), path_initial_model_for_weight_conversion=str(init))
+
+
+def saves_init_model(model: Any) -> bool:
+    config = model.peft_config[model.active_adapter]
+    return config.init_lora_weights in ("pissa", "olora") or str(config.init_lora_weights).startswith("pissa")
 
 
 def estimator_fields(spec: "RunSpec") -> dict[str, Any]:
@@ -98,5 +161,7 @@ METHOD = Method(
     default_learning_rate=DEFAULT_LEARNING_RATE,
     validate=validate,
     build_peft_config=build_peft_config,
+    callbacks=callbacks,
+    save_adapter=save_adapter,
     estimator_fields=estimator_fields,
 )

@@ -57,6 +57,9 @@ EXPLAIN = Explain(
 def validate(spec: "RunSpec", total_steps: int | None = None) -> list[Problem]:
     s: QLoraSettings = spec.method
     problems = lora_problems(s)
+    if s.init != "default":  # PiSSA/OLoRA rewrite the base weights, which are quantized here
+        problems.append(Problem("method.init", f"{s.init} initialisation needs full-precision base weights; QLoRA's "
+                                "are quantized", "use the default initialisation, or LoRA with PiSSA"))
     if not package_available("bitsandbytes"):
         problems.append(Problem("method.name", "QLoRA needs the bitsandbytes package, which is not installed",
                                 "pip install bitsandbytes, or choose LoRA"))

@@ -55,10 +55,23 @@ def model_fit_problems(spec: RunSpec, info: Any) -> list[Problem]:
                                 f"context of {limit}", f"use at most {limit}"))
     if spec.train.packing:
         problems += packing_problems(info)
+    problems += method_model_problems(spec, info)
     if info.kind != "vision-language" and (spec.vision.vision_tower != "frozen" or spec.vision.projector != "frozen"):
         problems.append(Problem("vision", f"{spec.model} is a text model: it has no vision tower or projector to "
                                 "train", "leave vision_tower and projector frozen"))
     return problems
+
+
+def method_model_problems(spec: RunSpec, info: Any) -> list[Problem]:
+    """The method with this model: VL support (the method table's ``vision`` flag) and its own checks."""
+    from studio.methods import ModelFacts
+
+    method, facts = METHODS[spec.method.name], ModelFacts.of(info)
+    if facts.is_vision and not method.vision:
+        return [Problem("method.name", f"{method.label} cannot train the vision-language model {spec.model}: peft "
+                        "prepends its virtual tokens to the text, which breaks the image token positions",
+                        "choose LoRA, QLoRA or another method marked for vision-language models")]
+    return method.model_problems(spec, facts)
 
 
 def packing_problems(info: Any) -> list[Problem]:

@@ -214,6 +214,15 @@ def model_summary(peft_model: Any) -> dict[str, Any]:
 
 
 # -- 7. outputs -----------------------------------------------------------------------------------------
+def save_adapter(spec: RunSpec, model: Any, folder: Path, run_dir: Path) -> None:
+    """The method's own saving (PiSSA/OLoRA convert to a plain LoRA), else peft's."""
+    custom = get_method(spec.method.name).save_adapter
+    if custom is not None:
+        custom(model, folder, run_dir)
+    else:
+        model.save_pretrained(folder)
+
+
 @contextlib.contextmanager
 def atomic_dir(final: Path) -> Iterator[Path]:
     """Build a folder beside ``final`` and rename it into place only when complete."""
@@ -313,7 +322,7 @@ def _train(spec: RunSpec, run_dir: Path, reporter: Reporter, db: Any, is_main: b
     if is_main:
         reporter.stage("save", "saving the adapter", fraction=0.5)
         with atomic_dir(run_dir / ADAPTER) as stage:
-            trainer.model.save_pretrained(stage)
+            save_adapter(spec, trainer.model, stage, run_dir)
         result.adapter_dir = str(run_dir / ADAPTER)
         result.peak_memory_bytes = peak_memory_bytes()
         write_text_atomic(run_dir / METRICS_FILE, json.dumps({"summary": result.to_dict(), "log_history": history},

@@ -8,9 +8,11 @@ import torch
 
 from studio.methods import METHODS, ModelFacts
 from studio.methods.base import resolve_targets
-from studio.spec import RunSpec, VisionSettings
+from studio.spec import LR_MAX, LR_MIN, RunSpec, VisionSettings
 
-TEXT = ModelFacts(kind="text", model_type="llama")
+SMOLLM2_CONFIG = {"model_type": "llama", "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
+                  "num_attention_heads": 9, "num_key_value_heads": 3, "vocab_size": 49152, "tie_word_embeddings": True}
+TEXT = ModelFacts(kind="text", model_type="llama", config=SMOLLM2_CONFIG)
 VL = ModelFacts(kind="vision-language", model_type="qwen2_5_vl")
 
 
@@ -28,7 +30,7 @@ def test_method_has_presets_explanations_and_a_default_rate(name):
         assert isinstance(preset, m.settings_cls)
     for text in (m.explain.summary, m.explain.memory, m.explain.speed, m.explain.when):
         assert len(text) > 30
-    assert 1e-5 <= m.default_learning_rate <= 1e-3
+    assert LR_MIN <= m.default_learning_rate <= LR_MAX
 
 
 @pytest.mark.parametrize("name", list(METHODS))
