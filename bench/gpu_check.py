@@ -416,7 +416,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                              "bench/results/gpu_check-<device>-<UTC time>.json")
     p.add_argument("--wheels", type=Path, default=DEFAULT_WHEELS, help="wheel folder from bench/gpu_wheels.sh")
     p.add_argument("--budget-s", type=float, help="start no part after this many seconds (default 420 on "
-                                                  "cuda, 100 with --tiny); the rest is skipped, saying so")
+                                                  "cuda, 150 with --tiny); the rest is skipped, saying so")
     p.add_argument("--workdir", type=Path, help="keep the models, runs and merged model here (default: a "
                                                  "temporary folder, removed at the end)")
     p.add_argument("--isolate", action="store_true", help="each training run in a child process of its own")
@@ -425,7 +425,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.budget_s is None:
-        args.budget_s = 100.0 if args.tiny else 420.0
+        args.budget_s = 150.0 if args.tiny else 420.0
     if args.out is None:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         args.out = HERE / "results" / f"gpu_check-{args.device}{'-tiny' if args.tiny else ''}-{stamp}.json"
