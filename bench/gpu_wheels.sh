@@ -33,7 +33,7 @@ NEEDED=(
   qwen-vl-utils==0.0.14                                # Qwen2.5-VL helpers (its av dependency is not needed)
 )
 # Preinstalled on the H200 image; small, carried in case a machine lacks one.
-SAFETY_NET=(tiktoken==0.14.0 safetensors==0.8.0 psutil==7.2.2 pyyaml==6.0.4 pytest-timeout==2.4.0)
+SAFETY_NET=(tiktoken==0.14.0 safetensors==0.8.0 psutil==7.2.2 pyyaml==6.0.4 markupsafe==3.0.4 pytest-timeout==2.4.0)
 # Large; kept only if the budget still has room.
 OPTIONAL=(bitsandbytes==0.50.2)
 
