@@ -50,7 +50,12 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32", "fp16"])
-    p.add_argument("--checkpointing", action="store_true", help="gradient checkpointing on")
+    p.add_argument("--checkpointing", default="auto", choices=["auto", "on", "off"],
+                   help="gradient checkpointing (default: the spec's default, auto)")
+    p.add_argument("--padding-free", default="default", choices=["default", "on", "off"],
+                   help="padding-free batches (default: the spec's default)")
+    p.add_argument("--dropout", type=float, default=None, help="LoRA dropout (default: the method's default)")
+    p.add_argument("--json", help="also write the result (and the run's mean training loss) to this file")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
     args = p.parse_args()
     if args.threads:
@@ -62,15 +67,22 @@ def main() -> None:
 
     method = {"name": args.method, "targets": {"mode": "all-linear"}}
     method.update({"init_r": args.rank * 3 // 2, "target_r": args.rank} if args.method == "adalora" else {"r": args.rank})
+    if args.dropout is not None:
+        method["dropout"] = args.dropout
+    train = {"max_steps": args.steps, "batch_size": args.batch, "grad_accum": 1, "cutoff_len": args.seq,
+             "precision": args.precision, "save_steps": 10**6, "logging_steps": 1}
+    if args.checkpointing != "auto":
+        train["gradient_checkpointing"] = args.checkpointing == "on"
+    if args.padding_free != "default":
+        train["padding_free"] = args.padding_free == "on"
     with tempfile.TemporaryDirectory(prefix="bench-training-") as tmp:
         rows = write_rows(Path(tmp), args.steps * args.batch)
-        spec = RunSpec(model=args.model, data={"path": str(rows)}, method=method,
-                       train={"max_steps": args.steps, "batch_size": args.batch, "grad_accum": 1,
-                              "cutoff_len": args.seq, "precision": args.precision, "save_steps": 10**6,
-                              "gradient_checkpointing": args.checkpointing, "logging_steps": 1})
+        spec = RunSpec(model=args.model, data={"path": str(rows)}, method=method, train=train)
         started = time.monotonic()
         result = train(spec, Path(tmp) / "run", NullReporter())
         total = time.monotonic() - started
+        history = json.loads((Path(tmp) / "run" / "metrics.json").read_text())["log_history"]
+    train_loss = next((h["train_loss"] for h in history if "train_loss" in h), None)
     import torch
 
     from studio.training.device import resolve_precision
@@ -83,7 +95,14 @@ def main() -> None:
     print(f"peak memory            {result.peak_memory_bytes / 2**20:8.0f} MiB")
     print(f"start to first step    {result.seconds_to_first_step:8.2f} s")
     print(f"training ({result.global_step} steps)   {result.train_seconds:8.2f} s   (whole run {total:.1f} s)")
-    print(f"loss                   {result.first_loss:.4f} -> {result.final_loss:.4f}")
+    print(f"loss                   {result.first_loss:.4f} -> {result.final_loss:.4f}  (mean over the run "
+          f"{train_loss:.4f})")
+    print(f"batches                {result.speed['padding_free_why']}")
+    print(f"gradient checkpointing {result.speed['gradient_checkpointing_why']}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({**result.to_dict(), "train_loss": train_loss, "whole_run_s": total,
+                                               "tokens": round(result.tokens_per_s * result.train_seconds)},
+                                              default=str))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ class MemoryPlan:
     verdict: str  # fits | tight | does not fit | unknown
     suggestions: list[est.Suggestion] = field(default_factory=list)
     error: str | None = None
+    checkpointing: "CheckpointingChoice | None" = None  # what gradient_checkpointing (auto) chose, and why
 
 
 def model_config(model_ref: str, trust_remote_code: bool = False) -> dict[str, Any]:
@@ -36,18 +37,127 @@ def model_config(model_ref: str, trust_remote_code: bool = False) -> dict[str, A
         return registry.inspect(model_ref, trust_remote_code=trust_remote_code).config
 
 
+def is_vision_config(config: dict[str, Any]) -> bool:
+    return "vision_config" in config
+
+
 def estimate_request(spec: RunSpec, config: dict[str, Any], images_per_sample: int = 0,
-                     gpu_dtype: str = "bf16") -> est.EstimateRequest:
-    """Translate a run spec into the estimator's terms (for a GPU: ``auto`` precision means bf16)."""
+                     gpu_dtype: str = "bf16", gradient_checkpointing: bool | None = None,
+                     on_gpu: bool = True) -> est.EstimateRequest:
+    """Translate a run spec into the estimator's terms (for a GPU: ``auto`` precision means bf16).
+    ``gradient_checkpointing``: the choice for a spec that says ``auto`` (None: on, the safe side)."""
     t = spec.train
     dtype = gpu_dtype if t.precision == "auto" else t.precision
+    if gradient_checkpointing is None:
+        gradient_checkpointing = True if t.gradient_checkpointing == "auto" else bool(t.gradient_checkpointing)
     return est.EstimateRequest(
         config=config, **get_method(spec.method.name).estimator_fields(spec), dtype=dtype,
         batch_size=t.batch_size, grad_accum=t.grad_accum,
-        seq_len=t.cutoff_len, gradient_checkpointing=t.gradient_checkpointing,
+        seq_len=t.cutoff_len, gradient_checkpointing=gradient_checkpointing,
         max_pixels=spec.vision.max_pixels, images_per_sample=images_per_sample,
         tune_vision=spec.vision.vision_tower == "lora", num_gpus=t.num_processes,
-        trainer="trl-sft")  # recipe.py trains with TRL's SFTTrainer
+        padding_free=padding_free_applies(spec, config)[0],
+        # the trainer's loss path: TRL's fused LM head where Triton runs it (GPU); elsewhere logits at the
+        # labelled positions + cross-entropy (studio.training.trainer), which "hf" bounds from above
+        trainer="trl-sft" if on_gpu else "hf")
+
+
+def padding_free_applies(spec: RunSpec, config: dict[str, Any]) -> tuple[bool, str]:
+    """(padding-free batches?, why) for this spec and model."""
+    if spec.train.packing:
+        return True, "packing: rows packed into cut-off blocks, each with its own positions"
+    if not spec.train.padding_free:
+        return False, "padding_free is off in the spec: padded batches"
+    if is_vision_config(config):
+        # Qwen2.5-VL numbers its 3-D (time, height, width) rope positions per sequence from input_ids and
+        # the image grid (get_rope_index); in a flattened batch they would run on across rows, and the
+        # text positions of a row would not restart. So VL batches stay padded.
+        return False, ("vision-language model: its 3-D rope positions are computed per sequence, so batches stay "
+                       "padded")
+    return True, "text model: rows joined end to end with restarting positions (no padding)"
+
+
+@dataclass(frozen=True)
+class CheckpointingChoice:
+    """What ``train.gradient_checkpointing`` means for one run on one device, and why."""
+
+    enabled: bool
+    requested: Any  # "auto" | True | False
+    reason: str
+    without_bytes: int | None = None  # estimated peak without checkpointing
+    with_bytes: int | None = None
+    capacity_bytes: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def cpu_capacity_bytes() -> int:
+    """RAM a CPU run can use now: the kernel's estimate of memory available without swapping."""
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def token_lengths(lengths: list[int]) -> est.TokenLengths:
+    """Exact statistics of tokenised rows: one histogram bin per distinct length."""
+    from collections import Counter
+
+    counts_by_length = Counter(lengths)
+    edges: list[int] = []
+    counts: list[int] = []
+    for length in sorted(counts_by_length):
+        if edges and edges[-1] != length:
+            counts.append(0)  # the gap between two lengths
+        if not edges or edges[-1] != length:
+            edges.append(length)
+        counts.append(counts_by_length[length])
+        edges.append(length + 1)
+    return est.TokenLengths(rows=len(lengths), max_tokens=max(lengths), mean_tokens=sum(lengths) / len(lengths),
+                            edges=tuple(edges), counts=tuple(counts))
+
+
+def _peak(request: est.EstimateRequest, on_gpu: bool) -> est.Estimate:
+    if request.data is not None:
+        from studio.estimate.estimator import for_data
+
+        run, _, _ = for_data(request)
+    else:
+        run = request
+    return est.estimate(run) if on_gpu else est.estimate_cpu_training(run)
+
+
+def choose_gradient_checkpointing(spec: RunSpec, capacity_bytes: int, on_gpu: bool, config: dict[str, Any] | None = None,
+                                  data: Any = None, precision: str = "bf16", images: int = 0) -> CheckpointingChoice:
+    """Resolve ``train.gradient_checkpointing``. ``auto``: off when the run's estimated peak without
+    it fits ``capacity_bytes`` with margin (the estimate's error band, else 10%), on otherwise.
+    ``data``: the rows' token statistics (``TokenLengths``, a stats dict) for the longest real batch;
+    None: every batch at the cut-off. Torch-free: the Train tab shows the same choice the worker makes
+    (the worker passes the device's memory: a GPU's total, or the RAM available)."""
+    requested = spec.train.gradient_checkpointing
+    device = "GPU memory" if on_gpu else "available RAM"
+    if requested != "auto":
+        return CheckpointingChoice(bool(requested), requested, f"{'on' if requested else 'off'}: set in the spec")
+    try:
+        config = config if config is not None else model_config(spec.model, spec.trust_remote_code)
+        if data is not None and not isinstance(data, est.TokenLengths):
+            data = est.TokenLengths.from_stats(data)
+        request = estimate_request(spec, config, images, precision, False, on_gpu).with_(dtype=precision, data=data)
+        without = _peak(request, on_gpu)
+        with_ = _peak(request.with_(gradient_checkpointing=True), on_gpu)
+    except Exception as e:  # noqa: BLE001 - no estimate: the setting that needs less memory
+        return CheckpointingChoice(True, "auto", f"on: no memory estimate ({type(e).__name__}: {e})",
+                                   capacity_bytes=capacity_bytes)
+    gib = lambda b: f"{b / est.GIB:.1f} GiB"  # noqa: E731
+    fits = est.verdict(without.total_bytes, capacity_bytes, without.band) == "fits"
+    if fits:
+        reason = (f"off: the run needs about {gib(without.total_bytes)} without it, which fits the "
+                  f"{gib(capacity_bytes)} of {device} with margin (faster: nothing is recomputed)")
+    else:
+        reason = (f"on: without it the run needs about {gib(without.total_bytes)}, more than the "
+                  f"{gib(capacity_bytes)} of {device} allow with margin; with it about {gib(with_.total_bytes)}")
+    return CheckpointingChoice(not fits, "auto", reason, int(without.total_bytes), int(with_.total_bytes),
+                               int(capacity_bytes))
 
 
 def images_per_sample(num_images: int, num_rows: int) -> int:
@@ -68,14 +178,18 @@ def dataset_images_per_sample(db, spec: RunSpec) -> int:
 
 
 def plan_memory(spec: RunSpec, capacity_bytes: int, images: int = 0) -> MemoryPlan:
+    """The Train tab's plan for a GPU of ``capacity_bytes``; with ``gradient_checkpointing: auto``
+    the estimate follows what auto chooses for that GPU (``plan.checkpointing`` says what and why)."""
     try:
-        request = estimate_request(spec, model_config(spec.model, spec.trust_remote_code), images)
+        config = model_config(spec.model, spec.trust_remote_code)
+        choice = choose_gradient_checkpointing(spec, capacity_bytes, on_gpu=True, config=config, images=images)
+        request = estimate_request(spec, config, images, gradient_checkpointing=choice.enabled)
         estimate = est.estimate(request)
     except Exception as e:  # noqa: BLE001 - an estimate is advice; say why there is none
         return MemoryPlan(None, None, capacity_bytes, "unknown", error=f"{type(e).__name__}: {e}")
     verdict = est.verdict(estimate.total_bytes, capacity_bytes)
     fixes = est.suggestions(request, capacity_bytes) if verdict != "fits" else []
-    return MemoryPlan(request, estimate, capacity_bytes, verdict, fixes)
+    return MemoryPlan(request, estimate, capacity_bytes, verdict, fixes, checkpointing=choice)
 
 
 def estimate_for_device(spec: RunSpec, precision: str, on_gpu: bool, runtime_baseline_bytes: int = 0,
@@ -84,13 +198,22 @@ def estimate_for_device(spec: RunSpec, precision: str, on_gpu: bool, runtime_bas
     what it measures: on GPU the estimator's full peak; on CPU only the parts that exist there,
     plus the process's own footprint before the model was loaded. None when no estimate exists."""
     try:
-        request = estimate_request(spec, model_config(spec.model, spec.trust_remote_code), images, precision)
-        request = request.with_(dtype=precision)
+        config = model_config(spec.model, spec.trust_remote_code)
+        capacity = gpu_total_bytes() if on_gpu else cpu_capacity_bytes()
+        choice = choose_gradient_checkpointing(spec, capacity, on_gpu, config, precision=precision, images=images)
+        request = estimate_request(spec, config, images, precision, choice.enabled, on_gpu).with_(dtype=precision)
         if on_gpu:
             return int(est.estimate(request).total_bytes)
         return int(est.estimate_cpu_training(request, runtime_baseline_bytes).total_bytes)
     except Exception:  # noqa: BLE001 - an estimate never blocks a run
         return None
+
+
+def gpu_total_bytes() -> int:
+    """Total memory of the first CUDA device (imports torch: the worker's side only)."""
+    import torch
+
+    return int(torch.cuda.get_device_properties(0).total_memory)
 
 
 @dataclass

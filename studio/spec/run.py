@@ -66,7 +66,12 @@ class TrainSettings(_Strict):
     cutoff_len: int = Field(1024, ge=16, le=1_048_576, description="longest tokenised row; longer rows are cut")
     seed: int = 42
     precision: Precision = "auto"
-    gradient_checkpointing: bool = True
+    gradient_checkpointing: Literal["auto", True, False] = Field(
+        "auto", description="recompute activations in backward: less memory, about a third slower. auto: off when the "
+                            "run fits the device's memory with margin without it (memory estimate), on otherwise")
+    padding_free: bool = Field(True, description="text models: a batch is its rows joined end to end, each with its "
+                                                 "own positions, so no compute goes to padding and no token attends "
+                                                 "across rows (vision-language batches stay padded)")
     packing: bool = Field(False, description="pack short text rows into cutoff_len blocks without padding (text "
                                              "models on a GPU with FlashAttention 2, which keeps rows apart)")
     logging_steps: int = Field(5, ge=1)

@@ -95,18 +95,19 @@ def attempts_text(db: Any, run: Any) -> str:
     return text + (f", resumed at step {resumed}" if resumed else "")
 
 
-def loss_points(db: Any, run_ids: list[int]) -> list[dict[str, Any]]:
+def loss_points(db: Any, run_ids: list[int], label_runs: bool = True) -> list[dict[str, Any]]:
     """Long-form points for a line plot, per run: the raw per-step training loss (drawn faint), its
-    smoothed trend, and the evaluation loss."""
+    smoothed trend, and the evaluation loss. ``label_runs=False`` (one run's live view): the series
+    are always the same three names, so the plot's colour scale never has to learn new ones."""
     points = []
     for run_id in run_ids:
-        label = f"#{run_id}"
+        label = f"#{run_id}" if label_runs else ""
         train = [(m.step, m.loss) for m in service.run_metrics(db, run_id, stage="train")
                  if m.step is not None and m.loss is not None]
-        points += [{"step": s, "loss": v, "series": f"{label} train (raw)"} for s, v in train]
-        points += [{"step": s, "loss": v, "series": f"{label} train"}
+        points += [{"step": s, "loss": v, "series": f"{label} train (raw)".strip()} for s, v in train]
+        points += [{"step": s, "loss": v, "series": f"{label} train".strip()}
                    for (s, _), v in zip(train, ema([v for _, v in train]))]
-        points += [{"step": m.step, "loss": m.eval_loss, "series": f"{label} eval"}
+        points += [{"step": m.step, "loss": m.eval_loss, "series": f"{label} eval".strip()}
                    for m in service.run_metrics(db, run_id, stage="eval")
                    if m.step is not None and m.eval_loss is not None]
     return points
@@ -115,6 +116,16 @@ def loss_points(db: Any, run_ids: list[int]) -> list[dict[str, Any]]:
 RUN_COLOURS = ["#2563eb", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#be123c"]
 RAW_COLOURS = ["#bfdbfe", "#bbf7d0", "#e9d5ff", "#fed7aa", "#a5f3fc", "#fecdd3"]
 EVAL_COLOURS = ["#1e3a8a", "#14532d", "#581c87", "#7c2d12", "#164e63", "#881337"]
+
+
+def series_names(run_ids: list[int], label_runs: bool = True) -> list[str]:
+    """Every series ``loss_points`` can produce for these runs, points or not."""
+    if not label_runs:
+        return ["train", "train (raw)", "eval"]
+    return [f"#{r} {kind}" for r in run_ids for kind in ("train", "train (raw)", "eval")]
+
+
+LIVE_COLOURS = {"train": RUN_COLOURS[0], "train (raw)": RAW_COLOURS[0], "eval": EVAL_COLOURS[0]}
 
 
 def loss_colours(run_ids: list[int]) -> dict[str, str]:

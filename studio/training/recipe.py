@@ -2,7 +2,8 @@
 
     1. resolve the spec (learning rate, precision) and write it beside the run
     2. prepare the model files and load the tokenizer / processor
-    3. read the rows and tokenise them (assistant-only labels, cut-off, images checked)
+    3. read the rows and tokenise them (assistant-only labels, cut-off, images checked); decide
+       padding-free batches and gradient checkpointing (``auto``: from the memory estimate)
     4. load the base model (quantized for QLoRA) and build the method's peft config
     5. build the TRL SFTTrainer with our callbacks (metrics, cancel, checkpoints, AdaLoRA)
     6. train, resuming from the newest complete checkpoint if there is one
@@ -54,6 +55,8 @@ class TrainResult:
     tokens_per_s: float | None
     data: dict[str, Any] = field(default_factory=dict)
     model: dict[str, Any] = field(default_factory=dict)
+    # how the run was made fast, and why: padding_free, gradient_checkpointing (what auto chose), attention, loss
+    speed: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -134,17 +137,60 @@ def build_datasets(spec: RunSpec, info: Any, processing: Any, db: Any, reporter:
     return train_ds, eval_ds, collator, stats
 
 
+def decide_speed(spec: RunSpec, info: Any, train_ds: Any) -> tuple[RunSpec, dict[str, Any]]:
+    """Padding-free batches (text models) and gradient checkpointing (``auto``: off when the run fits
+    the device's memory with margin without it), decided here on the machine that trains. Returns
+    the spec with the choice filled in, and what was chosen and why (for the log and the result)."""
+    from studio.planning import (choose_gradient_checkpointing, cpu_capacity_bytes, gpu_total_bytes,
+                                 images_per_sample, padding_free_applies, token_lengths)
+    from studio.training.device import has_cuda
+
+    on_gpu = has_cuda()
+    padding_free, padding_why = padding_free_applies(spec, info.config)
+    vision = "images" in train_ds.column_names
+    images = images_per_sample(sum(len(i) for i in train_ds["images"]), len(train_ds)) if vision else 0
+    lengths = None if vision else token_lengths([len(ids) for ids in train_ds["input_ids"]])
+    choice = choose_gradient_checkpointing(spec, gpu_total_bytes() if on_gpu else cpu_capacity_bytes(), on_gpu,
+                                           info.config, data=lengths, precision=spec.train.precision, images=images)
+    from studio.training import attention as rows_attention
+
+    attention = None
+    if padding_free and not spec.train.packing:  # packing: the pre-flight has asked for flash-attn already
+        # FlashAttention's varlen kernels where installed; else SDPA once per row (studio.training.attention)
+        attention = "flash_attention_2" if on_gpu and flash_attention_available() else rows_attention.NAME
+    train = spec.train.model_copy(update={"gradient_checkpointing": choice.enabled, "padding_free": padding_free})
+    speed = {"padding_free": padding_free, "padding_free_why": padding_why,
+             "gradient_checkpointing": choice.enabled, "gradient_checkpointing_why": choice.reason,
+             "gradient_checkpointing_requested": choice.requested,
+             "gradient_checkpointing_estimate": choice.to_dict(),
+             "attention": attention or ("flash_attention_2" if spec.train.packing else "sdpa (the model's default)"),
+             "attention_implementation": attention,
+             "loss": "TRL fused LM head" if on_gpu else "logits at labelled positions only + cross-entropy"}
+    return spec.model_copy(update={"train": train}), speed
+
+
+def flash_attention_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("flash_attn") is not None
+
+
 # -- 4. model -----------------------------------------------------------------------------------------
-def load_base_model(spec: RunSpec, info: Any, path: Path, precision: str) -> Any:
+def load_base_model(spec: RunSpec, info: Any, path: Path, precision: str, attention: str | None = None) -> Any:
+    """``attention``: an implementation to switch to, for padding-free batches: flash_attention_2
+    (varlen kernels) on a GPU with flash-attn, else ``sdpa_rows`` (SDPA once per row)."""
     from studio.models import load_model
+    from studio.training import attention as rows_attention
 
     method = get_method(spec.method.name)
     model = load_model(path, info.kind, dtype=torch_dtype(precision),
                        quantization_config=method.quantization_config(spec, info),
                        trust_remote_code=spec.trust_remote_code)
     model.config.use_cache = False  # the KV cache is useless in training and clashes with checkpointing
-    if spec.train.packing:  # checked before queueing: a GPU with flash-attn, which keeps packed rows apart
-        model.set_attn_implementation("flash_attention_2")
+    if attention == rows_attention.NAME:
+        rows_attention.register()
+    if attention or spec.train.packing:  # packing is checked before queueing: a GPU with flash-attn
+        model.set_attn_implementation(attention or "flash_attention_2")
     return method.prepare_model(model, spec)
 
 
@@ -155,6 +201,7 @@ def sft_config(spec: RunSpec, output_dir: Path, has_eval: bool) -> Any:
     from studio.training.device import has_cuda
 
     t = spec.train
+    padding_free = bool(t.padding_free or t.packing)  # decide_speed has turned it off where it cannot apply
     return SFTConfig(
         output_dir=str(output_dir),
         num_train_epochs=t.epochs, max_steps=t.max_steps or -1,
@@ -164,16 +211,18 @@ def sft_config(spec: RunSpec, output_dir: Path, has_eval: bool) -> Any:
         lr_scheduler_kwargs={"min_lr_rate": 0.1} if t.lr_scheduler == "cosine_with_min_lr" else None,
         weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm,
         bf16=t.precision == "bf16", fp16=t.precision == "fp16", use_cpu=not has_cuda(),
-        activation_checkpointing=t.gradient_checkpointing,  # transformers 5's name for gradient checkpointing
+        activation_checkpointing=bool(t.gradient_checkpointing),  # transformers 5's name; "auto" decided before
         activation_checkpointing_kwargs={"use_reentrant": False},  # reentrant needs inputs that require grads
         seed=t.seed, data_seed=t.seed,
-        max_length=t.cutoff_len,
-        packing=t.packing, packing_strategy="bfd", padding_free=t.packing,
+        # rows are cut at the cut-off when tokenised; TRL refuses max_length with padding-free batches
+        max_length=None if padding_free and not t.packing else t.cutoff_len,
+        packing=t.packing, packing_strategy="bfd", padding_free=padding_free,
         logging_steps=t.logging_steps, logging_first_step=True,
         eval_strategy="steps" if has_eval and t.eval_steps else "no", eval_steps=t.eval_steps,
         save_strategy="steps", save_steps=t.save_steps,
         save_total_limit=None,  # rotation is ours: it must never delete the last *complete* checkpoint
-        include_num_input_tokens_seen="non_padding",
+        # a padding-free batch has no padding (and no attention mask to count it by): count every token
+        include_num_input_tokens_seen="all" if padding_free else "non_padding",
         remove_unused_columns=False,  # the VL collator needs its own columns
         dataloader_num_workers=0,
         report_to="none", disable_tqdm=True,
@@ -278,10 +327,15 @@ def _train(spec: RunSpec, run_dir: Path, reporter: Reporter, db: Any, is_main: b
 
     # 3. data
     train_ds, eval_ds, collator, data_stats = build_datasets(spec, info, processing, db, reporter)
+    spec, speed = decide_speed(spec, info, train_ds)
+    reporter.stage("tokenize", f"batches: {speed['padding_free_why']}; gradient checkpointing "
+                   f"{speed['gradient_checkpointing_why']}", fraction=1.0)
+    if is_main:
+        write_text_atomic(run_dir / SPEC_FILE, spec.to_yaml())  # with what auto chose
 
     # 4. base model
     reporter.stage("load", "loading the model weights", fraction=0.0)
-    model = load_base_model(spec, info, path, spec.train.precision)
+    model = load_base_model(spec, info, path, spec.train.precision, speed["attention_implementation"])
 
     # 5. trainer
     resume = checkpoints.latest_complete(ckpt_dir)
@@ -307,7 +361,8 @@ def _train(spec: RunSpec, run_dir: Path, reporter: Reporter, db: Any, is_main: b
         global_step=state.global_step, total_steps=state.max_steps, resumed_from_step=resumed_from,
         final_loss=_last(history, "loss"), final_eval_loss=None, first_loss=_first(history, "loss"),
         peak_memory_bytes=peak_memory_bytes(), seconds_to_first_step=first_step.seconds,
-        train_seconds=train_seconds, tokens_per_s=tokens_per_s, data=data_stats, model=model_summary(trainer.model))
+        train_seconds=train_seconds, tokens_per_s=tokens_per_s, data=data_stats, model=model_summary(trainer.model),
+        speed=speed)
     if progress.cancelled:
         return result
 

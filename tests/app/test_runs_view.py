@@ -26,3 +26,22 @@ def test_smoothing_is_tensorboards_debiased_ema():
     assert max(smooth) - min(smooth) < max(raw) - min(raw)  # a trend, not the noise
     colours = history.loss_colours([3])
     assert colours["#3 train"] != colours["#3 train (raw)"] and "#3 eval" in colours
+
+
+def test_the_live_plot_names_all_its_series_from_the_first_frame(db):
+    """Gradio's LinePlot keeps the colour series of the first value it draws; a series first seen
+    later is never drawn (the reported 'axes but no line'). Every frame names all three series."""
+    import math
+
+    from storage.models import Run, RunMetric
+    from ui.tabs import runs
+
+    empty = runs.live_loss_frame(db, None)
+    assert set(empty["series"]) == {"train", "train (raw)", "eval"} and empty["loss"].isna().all()
+    with db.session() as s:
+        s.add(Run(id=5, name="r", model_ref="builtin:x", method="lora"))
+        s.add_all([RunMetric(run_id=5, stage="train", step=i, loss=3.0 - 0.1 * i) for i in range(1, 5)])
+    frame = runs.live_loss_frame(db, 5)
+    assert set(frame["series"]) == {"train", "train (raw)", "eval"}
+    assert frame[frame.series == "train (raw)"]["loss"].tolist() == [2.9, 2.8, 2.7, 2.6000000000000001]
+    assert all(math.isnan(v) for v in frame[frame.series == "eval"]["loss"])  # a placeholder, drawn as nothing

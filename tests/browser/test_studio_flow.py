@@ -64,6 +64,17 @@ def set_number(page, spec_field: str, value) -> None:
     box.press("Tab")
 
 
+def plot_has_colour(page, selector: str, rgb: tuple[int, int, int], min_pixels: int = 30) -> bool:
+    """Whether the element's screenshot has at least ``min_pixels`` pixels of about this colour."""
+    import io
+
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(page.locator(selector).screenshot())).convert("RGB")
+    near = sum(1 for px in image.getdata() if all(abs(a - b) <= 24 for a, b in zip(px, rgb)))
+    return near >= min_pixels
+
+
 def test_upload_train_chat_export_download(studio_url, page, sample_data, tmp_path):
     page.goto(studio_url)
 
@@ -108,6 +119,8 @@ def test_upload_train_chat_export_download(studio_url, page, sample_data, tmp_pa
     page.locator("#run-live .run-succeeded").wait_for(timeout=STEP_TIMEOUT_MS)  # the run trained meanwhile
     page.locator("#run-loss-plot canvas, #run-loss-plot svg").first.wait_for()
     page.wait_for_timeout(2500)  # one more refresh so the plot has every point
+    # the loss curve is drawn (not only its axes): the smoothed line's colour is in the plot's pixels
+    assert plot_has_colour(page, "#run-loss-plot", (0x25, 0x63, 0xEB)), "the loss plot shows no line"
     # the log panel ends with the log file's last line (not the start of a byte window)
     from storage.db import Database
     from storage.settings import Settings

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import math
 from typing import Any
 
 import gradio as gr
@@ -112,10 +113,22 @@ def status_html(db: Database, run_id: int) -> str:
 </div>"""
 
 
-def loss_frame(db: Database, run_ids: list[int]) -> pd.DataFrame:
-    # Typed columns even when empty: the plot infers its axes' scales from the first frame it gets.
-    frame = pd.DataFrame(history.loss_points(db, run_ids), columns=["step", "loss", "series"])
+def loss_frame(db: Database, run_ids: list[int], label_runs: bool = True) -> pd.DataFrame:
+    """Gradio's LinePlot fixes its set of colour series at the first value it draws: a series that
+    appears later (the first loss of a run that was still loading, its first eval loss) is never
+    drawn -- the axes rescale and no line shows. So every frame names all its series from the start:
+    a series without points yet gets one placeholder point without a value, which draws nothing."""
+    points = history.loss_points(db, run_ids, label_runs)
+    present = {p["series"] for p in points}
+    names = history.series_names(run_ids, label_runs)
+    points += [{"step": 1, "loss": math.nan, "series": name} for name in names if name not in present]
+    frame = pd.DataFrame(points, columns=["step", "loss", "series"])
     return frame.astype({"step": "int64", "loss": "float64", "series": "string"})
+
+
+def live_loss_frame(db: Database, run_id: int | None) -> pd.DataFrame:
+    """One run's plot: always the same three series (train, train (raw), eval), in fixed colours."""
+    return loss_frame(db, [run_id] if run_id else [], label_runs=False)
 
 
 def loss_plot(db: Database, run_ids: list[int]) -> Any:
@@ -130,11 +143,11 @@ def run_log(db: Database, run_id: int) -> str:
 
 def live_view(db: Database, run_id):
     if not run_id:
-        return "<div class='run-live'>No run selected yet: start one in the Train tab.</div>", loss_plot(db, []), ""
+        return "<div class='run-live'>No run selected yet: start one in the Train tab.</div>", live_loss_frame(db, None), ""
     try:
-        return status_html(db, int(run_id)), loss_plot(db, [int(run_id)]), run_log(db, int(run_id))
+        return status_html(db, int(run_id)), live_loss_frame(db, int(run_id)), run_log(db, int(run_id))
     except LookupError as e:
-        return f"<div class='run-live'>{html.escape(str(e))}</div>", loss_plot(db, []), ""
+        return f"<div class='run-live'>{html.escape(str(e))}</div>", live_loss_frame(db, None), ""
 
 
 def run_action(db: Database, action: str, run_id, new_name: str = "") -> str:
@@ -184,7 +197,7 @@ def render(db: Database) -> dict:
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
             plot = gr.LinePlot(x="step", y="loss", color="series", label=t("runs.loss"), height=300,
-                               elem_id="run-loss-plot")
+                               elem_id="run-loss-plot", color_map=history.LIVE_COLOURS)
         with gr.Column(scale=2):
             with gr.Row():
                 cancel = gr.Button(t("runs.cancel"), variant="stop", size="sm")
@@ -237,7 +250,9 @@ def render(db: Database) -> dict:
         frame = pd.DataFrame(rows, columns=["field", *[f"#{i}" for i in ids]]) if rows else pd.DataFrame()
         return loss_plot(db, ids), frame
 
-    compare_pick.change(_compare, inputs=compare_pick, outputs=[compare_plot, diff], api_name="compare_runs")
+    # a new choice of runs is a new set of series: clear the plot first so it is drawn afresh
+    compare_pick.change(lambda: None, outputs=compare_plot, api_visibility="private").then(
+        _compare, inputs=compare_pick, outputs=[compare_plot, diff], api_name="compare_runs")
     return {"selected": selected, "chat_btn": chat_btn, "export_btn": export_btn}
 
 
