@@ -85,6 +85,11 @@ def test_upload_train_chat_export_download(studio_url, page, sample_data, tmp_pa
     page.get_by_text(re.compile(r"Imported #1 alpaca_en_demo")).wait_for()
     first = json.loads((sample_data / "alpaca_en_demo.json").read_text(encoding="utf-8"))[0]["instruction"]
     page.locator("#dataset-preview").get_by_text(first).first.wait_for()
+    # the preview starts at the row's first line, in view (it used to scroll to the last message)
+    assert page.locator("#dataset-preview").get_by_text(first).first.is_visible()
+    # the token histogram is computed for the picked dataset without pressing a button
+    page.locator("#dataset-stats").get_by_text(re.compile(r"rows\*\* exceed|Tokens per row")).first.wait_for(
+        timeout=STEP_TIMEOUT_MS)
     screenshot(page, "1-datasets")
 
     # 2. Train: the imported dataset, a short LoRA run on the built-in model.

@@ -236,7 +236,8 @@ def render(db: Database) -> dict:
                 selected = gr.Dropdown(label=t("ds.select"), choices=dataset_choices(db), scale=3)
                 row = gr.Number(label=t("ds.row"), value=0, precision=0, minimum=0, scale=1)
                 refresh = gr.Button(t("ds.refresh"), scale=0)
-            preview = gr.Chatbot(label=t("ds.preview"), height=380, elem_id="dataset-preview")
+            # a row is read from its start: no scrolling to the last message, which hid the first lines
+            preview = gr.Chatbot(label=t("ds.preview"), height=380, elem_id="dataset-preview", autoscroll=False)
             with gr.Group(visible=False) as pair_box:
                 gr.Markdown(t("ds.pair_intro"))
                 with gr.Row():
@@ -272,8 +273,8 @@ def render(db: Database) -> dict:
     import_btn.click(_import, inputs=[upload, name, fmt, val, dedupe, limit, skip_bad, instruction, column_map,
                                       image_root],
                      outputs=[message, problems, table, selected], api_name="import_dataset")
-    selected.change(lambda d: (row_as_chat(db, d, 0), 0), inputs=selected, outputs=[preview, row],
-                    api_name="select_dataset")
+    selected_event = selected.change(lambda d: (row_as_chat(db, d, 0), 0), inputs=selected, outputs=[preview, row],
+                                     api_name="select_dataset")
     row.change(lambda d, r: row_as_chat(db, d, r), inputs=[selected, row], outputs=preview, api_name="preview_row")
 
     def _answers(d, r):
@@ -301,4 +302,8 @@ def render(db: Database) -> dict:
     delete_btn.click(_delete, inputs=selected, outputs=[manage_msg, table, selected], api_name="delete_dataset")
     stats_btn.click(functools.partial(compute_stats, db), inputs=[selected, stats_model, cutoff, max_pixels],
                     outputs=[stats_msg, hist], api_name="dataset_statistics")
+    # the histogram is cheap (a tokenizer pass in the worker): computed for every dataset picked,
+    # so the box is never empty while the button waits to be found
+    selected_event.then(functools.partial(compute_stats, db), inputs=[selected, stats_model, cutoff, max_pixels],
+                        outputs=[stats_msg, hist], api_visibility="private")
     return {"table": table, "selected": selected}
