@@ -136,6 +136,11 @@ class RunMetric(Base):
     tokens_per_s: Mapped[float | None] = mapped_column(Float)
     peak_memory_bytes: Mapped[int | None] = mapped_column(BigInteger)
     eta_s: Mapped[float | None] = mapped_column(Float)
+    # dpo / kto / reward stages (TRL's rewards/margins, rewards/accuracies, logps/chosen, logps/rejected)
+    reward_margin: Mapped[float | None] = mapped_column(Float)
+    reward_accuracy: Mapped[float | None] = mapped_column(Float)
+    logps_chosen: Mapped[float | None] = mapped_column(Float)
+    logps_rejected: Mapped[float | None] = mapped_column(Float)
 
     run: Mapped[Run] = relationship(back_populates="metrics")
 
@@ -180,3 +185,26 @@ class Chat(Base):
     transcript: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+class Judgement(Base):
+    """One blind A/B judgement in the Chat tab: the same prompt to two models (``base`` or
+    ``adapter:<id>``), shown as A and B in random order; ``pick`` is a, b, tie or both_bad.
+    ``model_a`` is the model that was shown as A. ``edited``: the better answer as the person fixed it."""
+
+    __tablename__ = "judgements"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    base_model_ref: Mapped[str] = mapped_column(String(512))
+    system: Mapped[str] = mapped_column(Text, default="")
+    prompt: Mapped[str] = mapped_column(Text)
+    model_a: Mapped[str] = mapped_column(String(64))
+    model_b: Mapped[str] = mapped_column(String(64))
+    answer_a: Mapped[str] = mapped_column(Text)
+    answer_b: Mapped[str] = mapped_column(Text)
+    pick: Mapped[str] = mapped_column(String(16))
+    edited: Mapped[str | None] = mapped_column(Text)
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    batch: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+    __table_args__ = (Index("ix_judgements_pair", "base_model_ref", "model_a", "model_b"),)

@@ -6,7 +6,8 @@ from studio.spec.problems import Problem, SpecError
 from studio.spec.registry import MethodSettings, method_entry, method_names, register_method
 from studio.spec.run import (LR_MAX, LR_MIN, DataSpec, Precision, RunSpec, Scheduler, TrainSettings, VisionSettings,
                              parse_spec, plan_total_steps, problems_of_validation_error)
+from studio.spec.stages import StageSettings
 
 __all__ = ["Problem", "SpecError", "MethodSettings", "method_entry", "method_names", "register_method", "LR_MAX",
            "LR_MIN", "DataSpec", "Precision", "RunSpec", "Scheduler", "TrainSettings", "VisionSettings", "parse_spec",
-           "plan_total_steps", "problems_of_validation_error"]
+           "plan_total_steps", "problems_of_validation_error", "StageSettings"]

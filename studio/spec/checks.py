@@ -13,6 +13,7 @@ from typing import Any
 from studio.spec.problems import Problem
 from studio.spec.registry import method_entry
 from studio.spec.run import LR_MAX, LR_MIN, RunSpec, plan_total_steps
+from studio.spec.stages import STAGE_DATA, STAGE_WORDS, start_from_parts
 
 
 def static_problems(spec: RunSpec, db: Any = None, local_paths: bool = True) -> list[Problem]:
@@ -20,6 +21,7 @@ def static_problems(spec: RunSpec, db: Any = None, local_paths: bool = True) -> 
     must lie inside the workspace, so a browser cannot make the server read arbitrary files."""
     num_train, problems = data_source_problems(spec, db, local_paths)
     problems += hyperparameter_problems(spec)
+    problems += stage_problems(spec, db, local_paths)
     total_steps = plan_total_steps(num_train, spec.train) if num_train else None
     problems += method_entry(spec.method.name).validate(spec, total_steps)
     return problems
@@ -82,3 +84,85 @@ def hyperparameter_problems(spec: RunSpec) -> list[Problem]:
         problems.append(Problem("train.eval_steps", f"evaluation every {t.eval_steps} steps never happens in a "
                                 f"{t.max_steps}-step run", "lower eval_steps"))
     return problems
+
+
+# -- the training stage ------------------------------------------------------------------------------
+DATA_WORDS = {"sft": "instruction rows", "preference": "preference pairs (prompt/chosen/rejected)",
+              "kto": "KTO rows (prompt/completion/label)"}
+
+
+def stage_problems(spec: RunSpec, db: Any, local_paths: bool = True) -> list[Problem]:
+    """The data's kind fits the stage; the adapter to continue exists and belongs to this model."""
+    stage = spec.stage
+    problems = []
+    kind = data_kind(spec, db)
+    if kind is not None and kind not in STAGE_DATA[stage.name]:
+        wanted = " or ".join(DATA_WORDS[k] for k in STAGE_DATA[stage.name])
+        problems.append(Problem("stage.name", f"{stage.name} ({STAGE_WORDS[stage.name]}) needs {wanted}, but the "
+                                f"dataset holds {DATA_WORDS.get(kind, kind)}",
+                                "pick a dataset of the right kind, or the stage that fits this dataset"))
+    if stage.start_from:
+        if stage.name not in ("dpo", "kto"):
+            problems.append(Problem("stage.start_from", f"continuing an adapter is for dpo and kto, not {stage.name}",
+                                    "clear start_from, or choose the dpo stage"))
+        else:
+            problems += start_from_problems(spec, db, local_paths)
+    return problems
+
+
+def data_kind(spec: RunSpec, db: Any) -> str | None:
+    """``sft``/``preference``/``kto`` of the spec's data, or None when it cannot be told here."""
+    if spec.data.dataset_id is not None:
+        if db is None:
+            return None
+        from storage.models import Dataset
+
+        with db.session() as s:
+            row = s.get(Dataset, spec.data.dataset_id)
+            return None if row is None else (row.info or {}).get("kind", "sft")
+    if spec.data.path is None:
+        return None
+    path = Path(spec.data.path).expanduser()
+    train = path if path.is_file() else path / "train.jsonl"
+    try:
+        with train.open(encoding="utf-8") as fh:
+            first = next((line for line in fh if line.strip()), None)
+    except OSError:
+        return None
+    import json
+
+    try:
+        return json.loads(first).get("kind", "sft") if first else None
+    except (ValueError, AttributeError):
+        return None
+
+
+def start_from_problems(spec: RunSpec, db: Any, local_paths: bool = True) -> list[Problem]:
+    ref = spec.stage.start_from
+    parts = start_from_parts(ref)
+    if parts is None:
+        if not local_paths:  # a browser names studio adapters, never server folders
+            return [Problem("stage.start_from", f"{ref} is not adapter:<id> or run:<id>",
+                            "pick the adapter to continue from the list")]
+        folder = Path(ref).expanduser()
+        if not (folder / "adapter_config.json").is_file():
+            return [Problem("stage.start_from", f"{ref} is not an adapter folder (no adapter_config.json)",
+                            "give adapter:<id> or run:<id> from the studio, or a folder saved by peft")]
+        return []
+    if db is None:
+        return [Problem("stage.start_from", f"{ref} needs the studio database")]
+    from storage.models import Adapter
+
+    kind, number = parts
+    with db.session() as s:
+        if kind == "adapter":
+            adapter = s.get(Adapter, number)
+        else:
+            adapter = s.query(Adapter).filter(Adapter.run_id == number).order_by(Adapter.id.desc()).first()
+        if adapter is None:
+            return [Problem("stage.start_from", f"there is no {'adapter' if kind == 'adapter' else 'finished run'} "
+                            f"with id {number}", "pick an adapter from the Chat or Export tab's list")]
+        if adapter.base_model_ref != spec.model:
+            return [Problem("stage.start_from", f"adapter {adapter.id} was trained on {adapter.base_model_ref}, not "
+                            f"{spec.model}", f"set model to {adapter.base_model_ref}")]
+    return []

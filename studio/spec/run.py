@@ -29,6 +29,7 @@ from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, ValidationEr
 
 from studio.spec.problems import Problem
 from studio.spec.registry import MethodSettings, method_entry, method_names
+from studio.spec.stages import StageSettings
 
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 Scheduler = Literal["linear", "cosine", "constant", "constant_with_warmup", "cosine_with_min_lr"]
@@ -105,6 +106,13 @@ class RunSpec(_Strict):
     method: SerializeAsAny[MethodSettings] = Field(default_factory=lambda: method_entry("lora").preset())
     train: TrainSettings = Field(default_factory=TrainSettings)
     vision: VisionSettings = Field(default_factory=VisionSettings)
+    stage: StageSettings = Field(default_factory=StageSettings)
+
+    @field_validator("stage", mode="before")
+    @classmethod
+    def _stage_by_name(cls, value: Any) -> Any:
+        """``stage: dpo`` is ``{name: dpo}`` with the defaults."""
+        return {"name": value} if isinstance(value, str) else value
 
     @field_validator("method", mode="wrap")
     @classmethod
@@ -136,7 +144,8 @@ class RunSpec(_Strict):
         return self.train.learning_rate or method_entry(self.method.name).default_learning_rate
 
     def display_name(self) -> str:
-        return self.name or f"{self.method.name} on {self.model.split(':')[-1].split('/')[-1]}"
+        stage = "" if self.stage.name == "sft" else f"{self.stage.name} "
+        return self.name or f"{stage}{self.method.name} on {self.model.split(':')[-1].split('/')[-1]}"
 
     # -- YAML -------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

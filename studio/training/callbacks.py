@@ -68,7 +68,8 @@ class ProgressCallback(TrainerCallback):
                    loss=logs.get("loss"), eval_loss=logs.get("eval_loss"), learning_rate=logs.get("learning_rate"),
                    grad_norm=_finite(logs.get("grad_norm")), peak_memory_bytes=peak_memory_bytes(), eta_s=eta,
                    # num_input_tokens_seen is already summed over all processes
-                   tokens_per_s=(tokens - self._tokens_last) / dt if is_train_log else None)
+                   tokens_per_s=(tokens - self._tokens_last) / dt if is_train_log else None,
+                   **preference_metrics(logs))
         if is_train_log:
             self._t_last, self._tokens_last = now, tokens
         self.reporter.metric(stage="train" if is_train_log else "eval", **row)
@@ -124,6 +125,22 @@ def _unwrap(model: Any) -> Any:
     return model
 
 
+# TRL's preference log keys (DPO, KTO, reward) -> the studio's metric names
+PREFERENCE_METRICS = {"rewards/margins": "reward_margin", "margin": "reward_margin",
+                      "rewards/accuracies": "reward_accuracy", "accuracy": "reward_accuracy",
+                      "logps/chosen": "logps_chosen", "logps/rejected": "logps_rejected"}
+
+
+def preference_metrics(logs: dict[str, Any]) -> dict[str, float]:
+    """Reward margin and accuracy, chosen/rejected log-probs from a DPO/KTO/reward log (train or eval)."""
+    out = {}
+    for key, value in logs.items():
+        name = PREFERENCE_METRICS.get(key.removeprefix("eval_"))
+        if name is not None and _finite(value) is not None:
+            out[name] = float(value)
+    return out
+
+
 def _finite(x: Any) -> float | None:
     return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else None
 
@@ -134,6 +151,10 @@ def _sentence(row: dict[str, Any]) -> str:
         parts.append(f"loss {row['loss']:.4f}")
     if row.get("eval_loss") is not None:
         parts.append(f"eval loss {row['eval_loss']:.4f}")
+    if row.get("reward_accuracy") is not None:
+        parts.append(f"reward accuracy {row['reward_accuracy']:.0%}")
+    if row.get("reward_margin") is not None:
+        parts.append(f"margin {row['reward_margin']:.3f}")
     if row.get("tokens_per_s"):
         parts.append(f"{row['tokens_per_s']:.0f} tokens/s")
     if row.get("eta_s") is not None:

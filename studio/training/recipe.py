@@ -301,6 +301,10 @@ def _first(history: list[dict[str, Any]], key: str) -> float | None:
 def train(spec: RunSpec, run_dir: Path, reporter: Reporter, db: Any = None, is_main: bool = True) -> TrainResult:
     """Train ``spec`` into ``run_dir``; ``is_main`` is False on the other ranks of a multi-process run."""
     with thread_limit():
+        if spec.stage.name != "sft":  # dpo, kto, reward: TRL's preference trainers
+            from studio.training import preference
+
+            return preference.train(spec, run_dir, reporter, db, is_main)
         return _train(spec, run_dir, reporter, db, is_main)
 
 

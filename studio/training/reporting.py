@@ -43,7 +43,8 @@ class DbReporter:
     into the run row; cancellation from the job row (``ctx.cancelled`` polls at most once a second)."""
 
     METRIC_FIELDS = ("step", "total_steps", "epoch", "loss", "eval_loss", "learning_rate", "grad_norm",
-                     "tokens_per_s", "peak_memory_bytes", "eta_s")
+                     "tokens_per_s", "peak_memory_bytes", "eta_s",
+                     "reward_margin", "reward_accuracy", "logps_chosen", "logps_rejected")  # preference stages
 
     def __init__(self, ctx: Any, run_id: int):
         self.ctx, self.db, self.run_id = ctx, ctx.db, run_id
