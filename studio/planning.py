@@ -12,6 +12,7 @@ from typing import Any
 from studio import estimate as est
 from studio.methods import get_method
 from studio.spec import RunSpec
+from studio.spec.stages import SEQUENCES_PER_ROW
 
 
 @dataclass
@@ -52,7 +53,7 @@ def estimate_request(spec: RunSpec, config: dict[str, Any], images_per_sample: i
         gradient_checkpointing = True if t.gradient_checkpointing == "auto" else bool(t.gradient_checkpointing)
     return est.EstimateRequest(
         config=config, **get_method(spec.method.name).estimator_fields(spec), dtype=dtype,
-        batch_size=t.batch_size, grad_accum=t.grad_accum,
+        batch_size=t.batch_size * SEQUENCES_PER_ROW[spec.stage.name], grad_accum=t.grad_accum,
         seq_len=t.cutoff_len, gradient_checkpointing=gradient_checkpointing,
         max_pixels=spec.vision.max_pixels, images_per_sample=images_per_sample,
         tune_vision=spec.vision.vision_tower == "lora", num_gpus=t.num_processes,
@@ -177,17 +178,21 @@ def dataset_images_per_sample(db, spec: RunSpec) -> int:
     return images_per_sample(d.num_images, d.num_rows)
 
 
-def plan_memory(spec: RunSpec, capacity_bytes: int, images: int = 0) -> MemoryPlan:
+def plan_memory(spec: RunSpec, capacity_bytes: int, images: int = 0, data: Any = None) -> MemoryPlan:
     """The Train tab's plan for a GPU of ``capacity_bytes``; with ``gradient_checkpointing: auto``
-    the estimate follows what auto chooses for that GPU (``plan.checkpointing`` says what and why)."""
+    the estimate follows what auto chooses for that GPU (``plan.checkpointing`` says what and why).
+    ``data``: the dataset's token statistics; the estimate is then for its longest real batch, with
+    the worst case at the cut-off beside it (``estimate.worst_case_bytes``, ``rows_cut``)."""
     try:
         config = model_config(spec.model, spec.trust_remote_code)
-        choice = choose_gradient_checkpointing(spec, capacity_bytes, on_gpu=True, config=config, images=images)
-        request = estimate_request(spec, config, images, gradient_checkpointing=choice.enabled)
+        lengths = est.TokenLengths.from_stats(data) if data is not None else None
+        choice = choose_gradient_checkpointing(spec, capacity_bytes, on_gpu=True, config=config, images=images,
+                                               data=lengths)
+        request = estimate_request(spec, config, images, gradient_checkpointing=choice.enabled).with_(data=lengths)
         estimate = est.estimate(request)
     except Exception as e:  # noqa: BLE001 - an estimate is advice; say why there is none
         return MemoryPlan(None, None, capacity_bytes, "unknown", error=f"{type(e).__name__}: {e}")
-    verdict = est.verdict(estimate.total_bytes, capacity_bytes)
+    verdict = est.verdict(estimate.total_bytes, capacity_bytes, estimate.band)
     fixes = est.suggestions(request, capacity_bytes) if verdict != "fits" else []
     return MemoryPlan(request, estimate, capacity_bytes, verdict, fixes, checkpointing=choice)
 
@@ -207,6 +212,19 @@ def estimate_for_device(spec: RunSpec, precision: str, on_gpu: bool, runtime_bas
         return int(est.estimate_cpu_training(request, runtime_baseline_bytes).total_bytes)
     except Exception:  # noqa: BLE001 - an estimate never blocks a run
         return None
+
+
+def cpu_plan_text(spec: RunSpec, images: int = 0) -> str:
+    """The same run trained on a CPU, against this machine's available RAM: the Train tab shows it
+    beside the GPU bar, since a studio without a GPU worker trains on the CPU."""
+    precision = "bf16" if spec.train.precision == "bf16" else "fp32"
+    peak = estimate_for_device(spec, precision, on_gpu=False, images=images)
+    if peak is None:
+        return ""
+    ram = cpu_capacity_bytes()
+    verdict = "fits" if peak <= ram * 0.9 else "does not fit"
+    return (f"On a CPU ({precision}): about {peak / est.GIB:.1f} GiB of RAM; this machine has "
+            f"{ram / est.GIB:.1f} GiB available — {verdict}.")
 
 
 def gpu_total_bytes() -> int:

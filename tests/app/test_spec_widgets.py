@@ -89,3 +89,21 @@ def test_a_method_added_through_the_table_reaches_spec_controls_estimator_and_ca
     facts = CardFacts(kind="adapter", model_kind="text", title="t", base_model_ref=spec.model,
                       base_display_name="SmolLM2", method="toy", folder_name="f")
     assert "Toy LoRA" in _summary(facts)
+
+
+def test_train_tab_memory_view_estimates_for_the_datasets_longest_batch(db):
+    """With the dataset's token statistics stored (a finished statistics job), the Train tab shows
+    the estimate for the data and the worst case at the cut-off, and which rows would be cut."""
+    from storage.models import Dataset, Job, JobStatus
+
+    with db.session() as s:
+        s.add(Dataset(id=1, name="short rows", num_rows=100, num_train=100))
+        s.add(Job(kind="datasets.stats", payload={"dataset_id": 1}, status=JobStatus.SUCCEEDED,
+                  result={"rows": 100, "max_tokens": 300, "mean_tokens": 120, "cutoff_len": 4096,
+                          "rows_over_cutoff": 0, "histogram": {"edges": [0, 100, 200, 300], "counts": [40, 50, 10]}}))
+    spec = RunSpec.model_validate({"model": "Qwen/Qwen2.5-7B-Instruct", "data": {"dataset_id": 1}, "method": "lora",
+                                   "train": {"cutoff_len": 4096, "batch_size": 4, "gradient_checkpointing": False}})
+    _, advice, plan = train.memory_view(db, spec, "RTX 4090 24 GB")
+    assert "For your data" in advice and "worst case at the cut-off" in advice
+    assert plan.estimate.total_bytes < plan.estimate.worst_case_bytes  # rows of 300 tokens, not 4096
+    assert plan.estimate.rows_cut == 0

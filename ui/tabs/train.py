@@ -15,7 +15,7 @@ from storage.db import Database
 from studio import estimate as est
 from studio.datasets import service as datasets
 from studio.methods import METHODS
-from studio.planning import MemoryPlan, dataset_images_per_sample, plan_memory
+from studio.planning import MemoryPlan, cpu_plan_text, dataset_images_per_sample, plan_memory
 from studio.spec import LR_MAX, LR_MIN, DataSpec, RunSpec, TrainSettings, VisionSettings, parse_spec
 from ui import spec_widgets
 from ui.i18n import add, t
@@ -202,14 +202,44 @@ def memory_view(db: Database, spec: RunSpec | None, card_name: str) -> tuple[str
     if spec is None:
         return "", "", None
     card = est.find_card(card_name or DEFAULT_CARD) or est.find_card(DEFAULT_CARD)
-    plan = plan_memory(spec, card.capacity_bytes, dataset_images_per_sample(db, spec))
+    images = dataset_images_per_sample(db, spec)
+    plan = plan_memory(spec, card.capacity_bytes, images, data=dataset_statistics(db, spec))
     if plan.estimate is None:
         return "", f"No estimate for this model: {plan.error}", plan
-    bar = memory_bar_html(plan.estimate.parts, plan.estimate.total_bytes, card.capacity_bytes, card.name, plan.verdict)
+    e = plan.estimate
+    bar = memory_bar_html(e.parts, e.total_bytes, card.capacity_bytes, card.name, plan.verdict)
+    lines = []
+    if e.data_rows:
+        cut = f"{e.rows_cut}{'' if e.rows_cut_exact else ' (about)'} of {e.data_rows} rows"
+        lines.append(f"**For your data:** {e.total_bytes / est.GIB:.1f} GiB (its longest batch) · **worst case at "
+                     f"the cut-off:** {e.worst_case_bytes / est.GIB:.1f} GiB · {cut} are longer than the cut-off "
+                     "and will be cut")
+    else:
+        lines.append("Estimated at the cut-off for every row (the dataset's token statistics are not computed yet: "
+                     "open it in the Datasets tab)" if spec.data.dataset_id else "Estimated at the cut-off")
+    if e.band is not None:
+        lines.append(f"Expected error {e.band.text()}; the verdict uses the upper edge.")
+    if plan.checkpointing is not None:
+        lines.append(f"Gradient checkpointing ({plan.checkpointing.requested}): {plan.checkpointing.reason}")
+    cpu = cpu_plan_text(spec, images)
+    if cpu:
+        lines.append(cpu)
     fixes = "\n".join(f"- **{s.change}** → {s.estimate.total_bytes / est.GIB:.1f} GiB ({s.verdict})"
                       for s in plan.suggestions[:5])
-    advice = f"To make it fit on the {card.name}:\n{fixes}" if fixes else ""
+    advice = "\n\n".join(lines) + (f"\n\nTo make it fit on the {card.name}:\n{fixes}" if fixes else "")
     return bar, advice, plan
+
+
+def dataset_statistics(db: Database, spec: RunSpec) -> dict | None:
+    """The chosen dataset's newest token statistics, or None (not computed yet, or a file path)."""
+    from studio.estimate.data import stored_statistics
+
+    if not spec.data.dataset_id:
+        return None
+    try:
+        return stored_statistics(db, spec.data.dataset_id)
+    except LookupError:
+        return None
 
 
 def model_summary(model_ref: str) -> tuple[str, bool]:
