@@ -36,6 +36,26 @@ COLUMN_ZH = {
 }
 
 
+# Values people pick from lists: statuses and "all"
+add("v.all", "all", "全部")
+add("v.queued", "queued", "排队中")
+add("v.running", "running", "运行中")
+add("v.succeeded", "succeeded", "成功")
+add("v.failed", "failed", "失败")
+add("v.cancelled", "cancelled", "已取消")
+add("v.auto_detect", "auto-detect", "自动识别")
+add("v.attention", "attention only", "仅注意力层")
+add("v.all_linear", "all linear layers", "所有线性层")
+add("v.custom", "custom", "自定义")
+add("v.validation", "validation", "验证集")
+add("v.train", "train", "训练集")
+
+
+def choices(values: list[str]) -> list[tuple]:
+    """(translated label, value) pairs for values that have a ``v.<value>`` string, else the value."""
+    return [(t(f"v.{v}") if f"v.{v}" in EN else v, v) for v in values]
+
+
 def wants_chinese(request: gr.Request | None) -> bool:
     header = (request.headers.get("accept-language", "") if request is not None else "") or ""
     return header.lower().lstrip().startswith("zh")

@@ -20,7 +20,7 @@ from studio.inference.errors import ChatError
 from studio.inference.settings import MAX_ADAPTERS, ChatSettings, SettingsError
 from studio.training import history
 from ui import spec_widgets
-from ui.i18n import add, t
+from ui.i18n import add, choices, t
 
 POLL_S = 0.2
 JOB_TIMEOUT_S = 6 * 3600  # a chat may wait behind a long training run; the page stops following after this
@@ -324,7 +324,7 @@ def render(db: Database) -> dict:
 
                 dataset = gr.Dropdown(label=t("chat.or_dataset"), choices=dataset_choices(db))
                 with gr.Row():
-                    split = gr.Radio(label=t("chat.split"), choices=["validation", "train"], value="validation")
+                    split = gr.Radio(label=t("chat.split"), choices=choices(["validation", "train"]), value="validation")
                     limit = gr.Number(label=t("chat.limit"), value=20, precision=0, minimum=1, maximum=500)
         compare_btn = gr.Button(t("chat.run_compare"), variant="primary")
         compare_status = gr.Markdown()

@@ -215,7 +215,7 @@ def render(db: Database) -> dict:
             upload = gr.File(label=t("ds.upload"), file_types=[".json", ".jsonl", ".csv", ".tsv", ".parquet", ".zip"],
                              type="filepath", elem_id="dataset-upload")
             name = gr.Textbox(label=t("ds.name"), max_length=200)
-            fmt = gr.Dropdown(label=t("ds.format"), choices=[AUTO, *FORMAT_NAMES], value=AUTO)
+            fmt = gr.Dropdown(label=t("ds.format"), choices=[(t("v.auto_detect"), AUTO), *FORMAT_NAMES], value=AUTO)
             with gr.Accordion(t("ds.options"), open=False):
                 val = gr.Slider(label=t("ds.val"), minimum=0, maximum=0.5, step=0.01, value=0.0)
                 dedupe = gr.Checkbox(label=t("ds.dedupe"), value=True)

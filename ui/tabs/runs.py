@@ -19,6 +19,7 @@ from studio.datasets import service as datasets
 from studio.methods import METHODS
 from studio.training import history, service as training
 from ui.i18n import add, localize, t
+from ui.i18n import choices as translated_choices
 
 REFRESH_S = 2.0
 JOB_COLUMNS = ["ID", "Job", "Status", "Progress", "Created (UTC)", "Duration", "Error"]
@@ -186,8 +187,9 @@ CSS = """
 def render(db: Database) -> dict:
     gr.Markdown(t("runs.intro"))
     with gr.Row():
-        status = gr.Dropdown(label=t("runs.status"), choices=STATUSES, value="all", scale=1)
-        method = gr.Dropdown(label=t("runs.method"), choices=["all", *METHODS], value="all", scale=1)
+        status = gr.Dropdown(label=t("runs.status"), choices=translated_choices(STATUSES), value="all", scale=1)
+        method = gr.Dropdown(label=t("runs.method"), value="all", scale=1,
+                             choices=[(t("v.all"), "all"), *[(m.label, m.name) for m in METHODS.values()]])
     table = gr.Dataframe(value=lambda: runs_table(db), headers=RUN_COLUMNS, interactive=False, wrap=True,
                          label=t("runs.table"), elem_id="runs-table", column_widths=RUN_COLUMN_WIDTHS)
     choices = run_choices(db)

@@ -317,8 +317,8 @@ def write_spec_file(db: Database, yaml_text: str) -> str | None:
 def _method_controls(form: TrainForm) -> dict[frozenset, Any]:
     """One group per set of methods sharing fields, shown while the chosen method is in the set."""
     lora = METHODS["lora"].preset()
-    form.add("method.targets.mode", gr.Radio(label=t("tr.targets"), choices=[("attention only", "attention"),
-                                             ("all linear layers", "all-linear"), ("custom", "custom")],
+    form.add("method.targets.mode", gr.Radio(label=t("tr.targets"), choices=[(t("v.attention"), "attention"),
+                                             (t("v.all_linear"), "all-linear"), (t("v.custom"), "custom")],
                                              value=lora.targets.mode))
     form.add("method.targets.custom", gr.Textbox(label=t("tr.custom"), placeholder="q_proj, v_proj"))
     groups = {}
