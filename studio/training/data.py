@@ -206,15 +206,12 @@ def encode_text_rows(rows: list[dict[str, Any]], tokenizer: Any, cutoff: int,
 
 # -- vision-language models ----------------------------------------------------------------------------
 def image_token_count(path: str, min_pixels: int, max_pixels: int, factor: int = 28) -> int:
-    """Tokens Qwen2.5-VL spends on one image: it resizes to multiples of ``factor`` within the
-    pixel bounds (the processor's own ``smart_resize``), one token per factor x factor cell."""
-    from PIL import Image
-    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+    """Tokens Qwen2.5-VL spends on one image (the statistics' rule, ``QwenImageTokens``: the
+    processor's ``smart_resize`` to multiples of ``factor`` within the pixel bounds)."""
+    from studio.datasets.stats import QwenImageTokens, image_size
 
-    with Image.open(path) as im:
-        width, height = im.size  # reads the header only
-    h, w = smart_resize(height, width, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels)
-    return (h // factor) * (w // factor)
+    rule = QwenImageTokens(min_pixels=min_pixels, max_pixels=max_pixels, patch_size=factor // 2, merge_size=2)
+    return rule(*image_size(path))  # (height, width) from the header only
 
 
 def _expand(values: list[int], ids: list[int], image_token_id: int, counts: list[int]) -> list[int]:
