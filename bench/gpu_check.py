@@ -43,8 +43,10 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 DEFAULT_WHEELS = HERE / ".gpu-wheels"
 LEFT_OUT_FILE = "LEFT_OUT.txt"
-# Upgraded even when present: pydantic 2.14 needs typing_extensions >= 4.16, and newer is compatible.
-UPGRADE_IF_OLDER = {"typing_extensions"}
+# Installed over an older preinstalled version (never over a newer one): pydantic 2.14 needs
+# typing_extensions >= 4.16; peft and accelerate as the studio is tested with; huggingface_hub >= 1.31
+# for datasets 5.2 (the wheel stays < 2, as transformers 5.17 requires).
+UPGRADE_IF_OLDER = {"typing_extensions", "peft", "accelerate", "huggingface_hub"}
 
 
 @dataclass
@@ -165,17 +167,19 @@ def install_wheels(wheels: Path, target: Path) -> dict[str, Any]:
     if not wheels.is_dir():
         raise Skip(f"no wheel folder at {wheels} (run bench/gpu_wheels.sh where there is network); "
                    "using the packages installed here")
-    chosen, present = [], {}
+    chosen, present, upgraded = [], {}, {}
     for whl in sorted(wheels.glob("*.whl")):
         dist, version = wheel_distribution(whl)
         have = installed_version(dist)
-        if have is None or (dist in UPGRADE_IF_OLDER and _older(have, version)):
+        if have is not None and dist in UPGRADE_IF_OLDER and _older(have, version):
+            upgraded[dist] = f"{have} -> {version}"
+        if have is None or dist in upgraded:
             chosen.append(whl)
         else:
             present[dist] = have
     left_out = _left_out(wheels)
     figures = {"folder": str(wheels), "target": str(target), "installed": [w.name for w in chosen],
-               "already_present": present, "left_out": left_out}
+               "upgraded_over_preinstalled": upgraded, "already_present": present, "left_out": left_out}
     if chosen:
         target.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",

@@ -6,10 +6,10 @@
 #
 # That machine has torch 2.11, transformers 5.17, peft, accelerate, numpy, pandas, pyarrow, pillow,
 # pyyaml, psutil, safetensors, tiktoken, tokenizers, xxhash, fsspec, pytest and pytest-timeout
-# preinstalled (../.library/device/KINDS.md lists its image). Everything else the studio imports
-# travels here, pinned to the versions this project is tested with; the small preinstalled ones
-# travel too as a safety net (the check installs a wheel only when its module is missing there, so
-# a preinstalled version is never shadowed).
+# preinstalled. Everything else the studio imports travels here, pinned to the versions this project
+# is tested with; the small preinstalled ones travel too as a safety net. The check installs a wheel
+# only when its distribution is missing there, or (typing-extensions, peft, accelerate,
+# huggingface-hub) when the machine's own is older than the wheel.
 #
 # The folder must stay under 64 MiB together with the working tree (~1-2 MiB). A wheel that would
 # push it over the budget is not kept; it is listed under "left out", and the check skips the part
@@ -32,6 +32,10 @@ NEEDED=(
   gguf==0.19.0                                         # studio.export imports it
   qwen-vl-utils==0.0.14                                # Qwen2.5-VL helpers (its av dependency is not needed)
 )
+# Preinstalled there, but possibly older than what the studio is tested with: installed only when the
+# machine's version is older (gpu_check.py UPGRADE_IF_OLDER). huggingface-hub stays < 2 for
+# transformers 5.17 and >= 1.31 for datasets 5.2.
+UPGRADES=(peft==0.21.2 accelerate==1.15.0 huggingface-hub==1.33.0)
 # Preinstalled on the H200 image; small, carried in case a machine lacks one.
 SAFETY_NET=(tiktoken==0.14.0 safetensors==0.8.0 psutil==7.2.2 pyyaml==6.0.4 markupsafe==3.0.4 pytest-timeout==2.4.0)
 # Large; kept only if the budget still has room.
@@ -54,7 +58,7 @@ download() {  # download one requirement into $DEST.partial; 0 on success
 
 total_bytes() { du -cb "$DEST.partial"/*.whl 2>/dev/null | tail -1 | cut -f1; }
 
-for req in "${NEEDED[@]}" "${SAFETY_NET[@]}" "${OPTIONAL[@]}"; do
+for req in "${NEEDED[@]}" "${UPGRADES[@]}" "${SAFETY_NET[@]}" "${OPTIONAL[@]}"; do
   before=$(total_bytes || echo 0); before=${before:-0}
   if ! download "$req"; then left_out+=("$req (download failed)"); continue; fi
   after=$(total_bytes)

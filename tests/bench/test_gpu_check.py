@@ -150,3 +150,18 @@ def test_wheels_install_only_what_is_missing_into_a_target_on_sys_path(tmp_path,
 
     assert fts_gpu_probe.VALUE == 42 and Path(fts_gpu_probe.__file__).is_relative_to(tmp_path / "site")
     assert not (tmp_path / "site" / "pytest_shadow").exists()
+
+
+def test_an_older_preinstalled_package_is_upgraded_only_when_listed(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setenv("PYTHONPATH", "")
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir(), new.mkdir()
+    _write_wheel(old, "fts_gpu_probe2", "1.0", "fts_gpu_probe2", "VALUE = 1\n")
+    gpu_check.install_wheels(old, tmp_path / "site-old")  # now "preinstalled" at 1.0
+    _write_wheel(new, "fts_gpu_probe2", "2.0", "fts_gpu_probe2", "VALUE = 2\n")
+    assert gpu_check.install_wheels(new, tmp_path / "site-a")["installed"] == []  # not listed: kept at 1.0
+    monkeypatch.setattr(gpu_check, "UPGRADE_IF_OLDER", {"fts_gpu_probe2"})
+    figures = gpu_check.install_wheels(new, tmp_path / "site-b")
+    assert figures["upgraded_over_preinstalled"] == {"fts_gpu_probe2": "1.0 -> 2.0"}
+    assert gpu_check.installed_version("fts_gpu_probe2") == "2.0"
