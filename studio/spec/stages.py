@@ -27,6 +27,12 @@ STAGE_WORDS = {"sft": "supervised fine-tuning on instruction rows",
                "reward": "a reward model (a score head on the base + LoRA) from chosen/rejected pairs"}
 START_FROM = re.compile(r"^(adapter|run):(\d+)$")
 
+# Sequences one row puts through the trainable forward and backward: DPO and reward models score the
+# chosen and the rejected answer in one batch; KTO pairs each completion with a mismatched one for its
+# KL estimate. DPO/KTO also run the reference forward (adapter disabled) on the same batch, under
+# no_grad: it keeps no activations for backward, so the training forward bounds the peak.
+SEQUENCES_PER_ROW = {"sft": 1, "dpo": 2, "kto": 2, "reward": 2}
+
 
 class StageSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)

@@ -56,10 +56,21 @@ def model_fit_problems(spec: RunSpec, info: Any) -> list[Problem]:
     if spec.train.packing:
         problems += packing_problems(info)
     problems += method_model_problems(spec, info)
+    problems += stage_model_problems(spec, info)
     if info.kind != "vision-language" and (spec.vision.vision_tower != "frozen" or spec.vision.projector != "frozen"):
         problems.append(Problem("vision", f"{spec.model} is a text model: it has no vision tower or projector to "
                                 "train", "leave vision_tower and projector frozen"))
     return problems
+
+
+def stage_model_problems(spec: RunSpec, info: Any) -> list[Problem]:
+    """A reward model is the base with a score head (``AutoModelForSequenceClassification``), which
+    transformers has for text models only."""
+    if spec.stage.name == "reward" and info.kind == "vision-language":
+        return [Problem("stage.name", f"a reward model needs a text model; {spec.model} is a vision-language model "
+                        "(transformers has no sequence-classification head for it)",
+                        "train the reward model on a text model, or use dpo/kto on this one")]
+    return []
 
 
 def method_model_problems(spec: RunSpec, info: Any) -> list[Problem]:
