@@ -17,8 +17,9 @@ tiny Qwen2.5-VL built-in. Then, through the studio's own code:
 
 Every part ends ok, failed (with the error) or skipped (with the reason); parts are written to the
 JSON as they finish, so a crash keeps what was measured. Missing packages are installed first from
-``--wheels`` (``pip install --no-index --no-deps --target <tmp>``, only those whose distribution is
-missing here) and the target is put on ``sys.path`` before the studio is imported.
+``--wheels`` (``pip install --no-index --no-deps --target <tmp>``: those whose distribution is
+missing here, or older for UPGRADE_IF_OLDER) and the target is put on ``sys.path`` before the
+studio is imported.
 """
 from __future__ import annotations
 
@@ -34,10 +35,11 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -184,7 +186,7 @@ def install_wheels(wheels: Path, target: Path) -> dict[str, Any]:
         target.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
                "--disable-pip-version-check", "--target", str(target), *map(str, chosen)]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300)
         if done.returncode != 0:
             raise RuntimeError(f"pip install failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
     sys.path.insert(0, str(target))
@@ -226,7 +228,7 @@ def pytest_gpu_part(device: str, timeout_s: float) -> dict[str, Any]:
     if device != "cuda":
         raise Skip(f"no CUDA here: the tests marked gpu ({', '.join(names)}) need it and would all skip")
     cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", "-rA", *names]
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=max(30.0, timeout_s))
+    done = subprocess.run(cmd, check=False, cwd=ROOT, capture_output=True, text=True, timeout=max(30.0, timeout_s))
     tail = (done.stdout + done.stderr).strip()[-3000:]
     counts = {k: int(v) for v, k in re.findall(r"(\d+) (passed|failed|skipped|error|errors)", tail)}
     figures = {"files": names, "returncode": done.returncode, "counts": counts, "output_tail": tail}
@@ -334,7 +336,7 @@ def run_child(config: dict[str, Any], out: Path, timeout_s: float) -> dict[str, 
     config_path = out.with_suffix(".in.json")
     config_path.write_text(json.dumps(config), encoding="utf-8")
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(config_path), "--child-out", str(out)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=max(60.0, timeout_s))
+    done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=max(60.0, timeout_s))
     if not out.is_file():
         raise RuntimeError(f"the child process exited {done.returncode} without a result:\n"
                            f"{(done.stdout + done.stderr).strip()[-2000:]}")
@@ -359,8 +361,8 @@ def child_main(config_path: Path, out: Path) -> int:
 
 # -- report ---------------------------------------------------------------------------------------------
 def text_report(meta: dict[str, Any], parts: list[Part]) -> str:
-    lines = [f"gpu_check {meta['started_utc']}  device {meta['device']}{' (tiny)' if meta['tiny'] else ''}  "
-             f"{meta.get('seconds', '?')} s"]
+    tiny = " (tiny)" if meta["tiny"] else ""
+    lines = [f"gpu_check {meta['started_utc']}  device {meta['device']}{tiny}  {meta.get('seconds', '?')} s"]
     by_name = {p.name: p for p in parts}
     env = by_name["environment"].figures
     if env:

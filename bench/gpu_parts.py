@@ -10,7 +10,6 @@ from __future__ import annotations
 import gc
 import json
 import math
-import os
 import statistics
 import sys
 import time
@@ -30,12 +29,12 @@ class Skip(Exception):
 # -- model sizes -----------------------------------------------------------------------------------
 # ~1.0 B parameters, Llama 3.2-1B-like layout (tied embeddings, GQA 4:1) on the Qwen2.5 vocabulary:
 # embedding 151,936 x 2048 = 311 M + 16 layers x 45 M.
-LLAMA_1B = dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=16, num_attention_heads=32,
-                num_key_value_heads=8, initializer_range=0.02)
+LLAMA_1B = {"hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 16, "num_attention_heads": 32,
+            "num_key_value_heads": 8, "initializer_range": 0.02}
 # CPU mode: seconds per step on two cores. Larger init than 0.02 so a few steps move the loss (see
 # studio/models/tiny_qwen_vl.py: SMALL_VOCAB_INIT_RANGE).
-LLAMA_TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                  num_key_value_heads=2, initializer_range=0.1)
+LLAMA_TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "num_key_value_heads": 2, "initializer_range": 0.1}
 SMALL_VOCAB_RANKS = 2026  # + 22 Qwen special tokens = 2048 ids (as the small-vocab tiny Qwen2.5-VL)
 
 
@@ -51,7 +50,7 @@ class Sizes:
     chat_tokens: int
 
     @classmethod
-    def pick(cls, tiny: bool) -> "Sizes":
+    def pick(cls, tiny: bool) -> Sizes:
         if tiny:
             return cls(tiny=True, steps=3, batch_size=2, cutoff_len=128, learning_rate=1e-3, chat_tokens=8)
         return cls(tiny=False, steps=12, batch_size=8, cutoff_len=1024, learning_rate=1e-3, chat_tokens=64)
@@ -281,6 +280,8 @@ def train_part(config: dict[str, Any]) -> dict[str, Any]:
     result = train(spec, Path(config["run_dir"]), clock)
     total_s = time.monotonic() - started
     memory = _peaks(result.peak_memory_bytes)
+    if on_gpu:
+        _check_trained_on_gpu(memory, result.model)
     figures = {
         "spec": spec.to_dict(), "status": result.status, "steps": result.global_step,
         "adapter_dir": result.adapter_dir, "model": result.model, "rows": result.data.get("train"),
@@ -296,6 +297,15 @@ def train_part(config: dict[str, Any]) -> dict[str, Any]:
     del result
     free_memory()
     return figures
+
+
+def _check_trained_on_gpu(memory: dict[str, Any], model: dict[str, Any]) -> None:
+    """A run that silently trained on the CPU would look fine apart from its speed: the GPU must
+    at least have held the weights (0.4 bytes a parameter covers 4-bit ones)."""
+    held, needed = memory["max_memory_allocated_bytes"], 0.4 * (model.get("total_parameters") or 0)
+    if held < needed:
+        raise RuntimeError(f"the GPU held at most {held / 2**20:.0f} MiB during a run of a "
+                           f"{model.get('total_parameters'):,}-parameter model: it did not train on the GPU")
 
 
 def _round(x: float | None, digits: int) -> float | None:
