@@ -52,6 +52,17 @@ DESCRIPTIONS_ZH = {
     "DoRA: learn a magnitude per output feature as well (slower, often better)":
         "DoRA：同时为每个输出特征学习幅度（更慢，常更好）",
     "rsLoRA: scale by alpha/sqrt(r) so high ranks keep learning": "rsLoRA：按 alpha/sqrt(r) 缩放，高秩也能持续学习",
+    "what the run learns: sft (instruction rows), dpo or kto (preferences against a reference), reward (a reward "
+    "model)": "训练内容：sft（指令数据）、dpo 或 kto（相对参考模型学习偏好）、reward（奖励模型）",
+    "DPO/KTO: how far the policy may move from the reference; higher stays closer":
+        "DPO/KTO：策略可偏离参考模型的程度；越大越接近参考模型",
+    "DPO loss: sigmoid (the DPO paper), ipo, hinge, robust (noisy labels), and TRL's other pair losses":
+        "DPO 损失：sigmoid（DPO 论文）、ipo、hinge、robust（标签有噪声时）以及 TRL 的其他成对损失",
+    "DPO robust/sigmoid: the share of pairs whose labels may be flipped": "DPO robust/sigmoid：标签可能颠倒的偏好对比例",
+    "KTO: weight of desirable completions": "KTO：好回答的权重",
+    "KTO: weight of undesirable completions": "KTO：差回答的权重",
+    "DPO/KTO: continue this adapter (adapter:<id>, run:<id> or a folder), usually the SFT adapter; it is also the "
+    "reference": "DPO/KTO：继续训练此适配器（adapter:<id>、run:<id> 或文件夹），通常是 SFT 适配器；它同时作为参考模型",
 }
 
 

@@ -107,3 +107,25 @@ def test_train_tab_memory_view_estimates_for_the_datasets_longest_batch(db):
     assert "For your data" in advice and "worst case at the cut-off" in advice
     assert plan.estimate.total_bytes < plan.estimate.worst_case_bytes  # rows of 300 tokens, not 4096
     assert plan.estimate.rows_cut == 0
+
+
+def test_stage_controls_come_from_the_stage_settings_and_fill_the_spec():
+    from studio.spec import StageSettings
+
+    with gr.Blocks():
+        form = train.TrainForm()
+        boxes = train._stage_controls(form)
+    assert form.fields["stage.name"].choices == [(c, c) for c in ("sft", "dpo", "kto", "reward")]
+    low, high = spec_widgets.bounds(StageSettings.model_fields["beta"])
+    assert (form.fields["stage.beta"].minimum, form.fields["stage.beta"].maximum) == (low, high)
+    visible = [u["visible"] for u in train.stage_visibility("dpo", boxes)]
+    assert visible == [name in ("beta", "loss_type", "label_smoothing", "start_from") for name in boxes]
+    assert not any(u["visible"] for u in train.stage_visibility("reward", boxes))
+    values = {"model": "builtin:smollm2-135m-instruct", "data.dataset_id": 1, "method.name": "lora",
+              "stage.name": "dpo", "stage.beta": 0.25, "stage.loss_type": "ipo", "stage.start_from": "adapter:2",
+              "stage.desirable_weight": 1.0}
+    built, problems = train.spec_from_form(values)
+    assert problems == [] and (built.stage.name, built.stage.beta, built.stage.loss_type) == ("dpo", 0.25, "ipo")
+    assert built.stage.start_from == "adapter:2"
+    built, _ = train.spec_from_form({**values, "stage.start_from": ""})
+    assert built.stage.start_from is None and "stage:\n  name: dpo" in built.to_yaml()

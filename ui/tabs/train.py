@@ -16,7 +16,7 @@ from studio import estimate as est
 from studio.datasets import service as datasets
 from studio.methods import METHODS
 from studio.planning import MemoryPlan, cpu_plan_text, dataset_images_per_sample, plan_memory
-from studio.spec import LR_MAX, LR_MIN, DataSpec, RunSpec, TrainSettings, VisionSettings, parse_spec
+from studio.spec import LR_MAX, LR_MIN, DataSpec, RunSpec, StageSettings, TrainSettings, VisionSettings, parse_spec
 from ui import spec_widgets
 from ui.i18n import add, t
 from ui.memory_bar import memory_bar_html
@@ -69,6 +69,19 @@ add("tr.min_pixels", "Min pixels per image", "每张图片最小像素")
 add("tr.max_pixels", "Max pixels per image", "每张图片最大像素")
 add("tr.tower", "Vision tower", "视觉编码器")
 add("tr.projector", "Projector (merger)", "投影层（merger）")
+add("tr.stage", "Training stage", "训练阶段")
+add("tr.stage_intro", "sft learns from instruction rows. dpo and kto learn from preferences (a preference or KTO "
+    "dataset) against a reference: the base with the adapter off, or the adapter you continue. reward trains a "
+    "reward model (a score head on the base + LoRA) from preference pairs.",
+    "sft 从指令数据学习。dpo 和 kto 从偏好数据（偏好或 KTO 数据集）学习，并以参考模型为基准：关闭适配器的基础模型，"
+    "或所继续训练的适配器。reward 从偏好对训练奖励模型（基础模型 + LoRA 上的打分头）。")
+add("tr.beta", "Beta (how close to the reference)", "Beta（与参考模型的接近程度）")
+add("tr.loss_type", "DPO loss", "DPO 损失")
+add("tr.label_smoothing", "Label smoothing", "标签平滑")
+add("tr.desirable", "Weight of desirable completions", "好回答的权重")
+add("tr.undesirable", "Weight of undesirable completions", "差回答的权重")
+add("tr.start_from", "Continue this adapter (usually your SFT adapter; empty: a new adapter)",
+    "继续训练此适配器（通常是 SFT 适配器；留空：新建适配器）")
 add("tr.memory", "GPU memory", "GPU 显存")
 add("tr.card", "GPU to check against", "对照的 GPU")
 add("tr.spec", "Run spec (YAML)", "运行配置（YAML）")
@@ -79,7 +92,12 @@ add("tr.start_anyway", "Start anyway", "仍然开始")
 DEFAULT_CARD = "RTX 4090 24 GB"
 CARD_CHOICES = [c.name for c in est.GPU_CARDS]
 # Which model class each dotted form path belongs to: INT_FIELDS / NONE_IF_ZERO follow from the fields.
-SECTIONS = {"train": TrainSettings, "vision": VisionSettings, "data": DataSpec}
+SECTIONS = {"train": TrainSettings, "vision": VisionSettings, "data": DataSpec, "stage": StageSettings}
+STAGE_LABELS = {"beta": "tr.beta", "loss_type": "tr.loss_type", "label_smoothing": "tr.label_smoothing",
+                "desirable_weight": "tr.desirable", "undesirable_weight": "tr.undesirable"}
+# which stage settings each stage uses (the others keep their defaults, hidden)
+STAGE_FIELDS = {"dpo": ("beta", "loss_type", "label_smoothing", "start_from"),
+                "kto": ("beta", "desirable_weight", "undesirable_weight", "start_from")}
 # Labels of the method fields that have one (others show their field name); bounds, kind and help
 # come from the settings classes of the method table.
 METHOD_LABELS = {"r": "tr.rank", "alpha": "tr.alpha", "dropout": "tr.dropout", "use_dora": "tr.dora",
@@ -301,8 +319,19 @@ def start(db: Database, spec_values: dict[str, Any], card: str, confirmed: bool)
 
 
 def dataset_choices(db: Database) -> list[tuple[str, int]]:
-    return [(f"#{d.id} {d.name} ({d.num_rows} rows{', images' if d.has_images else ''})", d.id)
+    def kind(d):
+        k = datasets.dataset_kind(d)
+        return "" if k == "sft" else f", {k}"
+
+    return [(f"#{d.id} {d.name} ({d.num_rows} rows{', images' if d.has_images else ''}{kind(d)})", d.id)
             for d in datasets.list_datasets(db)]
+
+
+def adapter_choices(db: Database) -> list[tuple[str, str]]:
+    """Adapters a dpo/kto stage can continue: ("#3 sft lora on smollm2 (builtin:...)", "adapter:3")."""
+    from studio.training import history
+
+    return [("—", "")] + [(f"{a['label']} · {a['base']}", f"adapter:{a['id']}") for a in history.adapters(db)]
 
 
 def write_spec_file(db: Database, yaml_text: str) -> str | None:
@@ -348,6 +377,25 @@ def _train_controls(form: TrainForm) -> None:
         form.add("data.eval_fraction", spec_widgets.widget(DataSpec, "eval_fraction", t("tr.eval")))
 
 
+def _stage_controls(form: TrainForm, db: Database | None = None) -> dict[str, Any]:
+    """The stage radio, and its settings: shown only for the stages that use them."""
+    form.add("stage.name", spec_widgets.widget(StageSettings, "name", t("tr.stage"), elem_id="train-stage"))
+    boxes = {}
+    with gr.Row():
+        for name in ("beta", "loss_type", "label_smoothing", "desirable_weight", "undesirable_weight"):
+            with gr.Column(visible=False, min_width=160) as boxes[name]:
+                form.add(f"stage.{name}", spec_widgets.widget(StageSettings, name, t(STAGE_LABELS[name])))
+    with gr.Column(visible=False) as boxes["start_from"]:
+        info = spec_widgets.help_text(StageSettings.model_fields["start_from"])
+        form.add("stage.start_from", gr.Dropdown(label=t("tr.start_from"), info=info, value="",
+                                                 choices=adapter_choices(db) if db is not None else [("—", "")]))
+    return boxes
+
+
+def stage_visibility(stage: str, boxes: dict[str, Any]) -> list[Any]:
+    return [gr.update(visible=name in STAGE_FIELDS.get(stage, ())) for name in boxes]
+
+
 def _vision_controls(form: TrainForm) -> gr.Accordion:
     with gr.Accordion(t("tr.vision"), open=True, visible=False) as box:
         with gr.Row():
@@ -380,6 +428,9 @@ def render(db: Database, tabs: gr.Tabs | None = None) -> dict:
                                                       value=METHODS["lora"].default_preset))
                 form.add("train.epochs", spec_widgets.widget(TrainSettings, "epochs", t("tr.epochs")))
             explanation = gr.Markdown(explain_markdown("lora"))
+            with gr.Accordion(t("tr.stage"), open=False, elem_id="train-stage-box"):
+                gr.Markdown(t("tr.stage_intro"))
+                stage_boxes = _stage_controls(form, db)
             # A first run needs only the lines above; everything else has a sensible default
             with gr.Accordion(t("tr.advanced"), open=False, elem_id="train-advanced"):
                 groups = _method_controls(form)
@@ -428,6 +479,10 @@ def render(db: Database, tabs: gr.Tabs | None = None) -> dict:
         api_name="choose_method")
     form.fields["method.preset"].change(_preset, inputs=[form.fields["method.name"], form.fields["method.preset"]],
                                         outputs=[form.fields[p] for p in method_paths], api_visibility="private")
+
+    form.fields["stage.name"].change(lambda stage: stage_visibility(stage, stage_boxes),
+                                     inputs=form.fields["stage.name"], outputs=list(stage_boxes.values()),
+                                     api_visibility="private")
 
     def _model(ref):
         text, vision = model_summary(ref)
