@@ -11,8 +11,9 @@ job, not the worker). Others run inside the worker (chat engine keeps its model 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,12 @@ class JobKind:
     # when the worker died: "module:function" (db, job) -> (requeue?, note); None: attempts decide
     retry_after_worker_lost: str | None = None
     on_requeue: str | None = None  # (db, job) after the reaper put the job back in the queue
+    # scheduling: "module:function" (db, job, device_kind) -> jobs.devices.Demand | None (None: no
+    # memory to speak of); "module:function" (db, job) -> measured peak bytes of the running job
+    demand: str | None = None
+    measured: str | None = None
+    exclusive: str | None = None  # at most one running job of this group per worker (one chat engine)
+    priority: int = 0  # default queue priority: chat > export > training
 
     def load_handler(self) -> Callable[..., Any]:
         return _load(self.handler)
@@ -43,6 +50,9 @@ def _load(dotted: str) -> Callable[..., Any]:
 
 
 KINDS: dict[str, JobKind] = {}
+# Default priorities (higher first; first come, first served within one): a chat message never
+# waits behind queued runs, an export not behind queued training. A job can be moved up or down.
+CHAT_PRIORITY, EXPORT_PRIORITY, TRAIN_PRIORITY = 5, 3, 0
 
 
 def register(kind: JobKind) -> JobKind:
@@ -66,11 +76,16 @@ register(JobKind("models.prepare", "jobs.system_jobs:prepare_model", isolated=Tr
 register(JobKind("train", "studio.training.job:run_training_job", isolated=True,
                  on_finish="studio.training.job:on_training_job_finished",
                  retry_after_worker_lost="studio.training.attempts:retry_after_worker_lost",
-                 on_requeue="studio.training.attempts:on_requeued"))
+                 on_requeue="studio.training.attempts:on_requeued",
+                 demand="studio.demands:training", measured="studio.demands:training_measured",
+                 priority=TRAIN_PRIORITY))
 register(JobKind("datasets.stats", "studio.datasets.stats_job:run_stats_job"))
 
 # Chat testing: runs inside the worker, whose long-lived engine keeps the base model loaded.
-register(JobKind("chat.message", "studio.inference.jobs:run_chat_job"))
-register(JobKind("chat.compare", "studio.inference.jobs:run_compare_job"))
+register(JobKind("chat.message", "studio.inference.jobs:run_chat_job", demand="studio.demands:chat",
+                 exclusive="chat", priority=CHAT_PRIORITY))
+register(JobKind("chat.compare", "studio.inference.jobs:run_compare_job", demand="studio.demands:chat",
+                 exclusive="chat", priority=CHAT_PRIORITY))
 register(JobKind("export", "studio.export.job:run_export_job", isolated=True,
-                 on_finish="studio.export.job:on_export_job_finished"))
+                 on_finish="studio.export.job:on_export_job_finished", demand="studio.demands:export",
+                 priority=EXPORT_PRIORITY))

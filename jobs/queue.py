@@ -9,7 +9,8 @@ requeues, while attempts remain) jobs whose worker stopped renewing.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from sqlalchemy import select, update
 
@@ -23,8 +24,13 @@ class JobNotFound(LookupError):
     pass
 
 
-def enqueue(db: Database, kind: str, payload: dict[str, Any] | None = None, *, priority: int = 0,
+def enqueue(db: Database, kind: str, payload: dict[str, Any] | None = None, *, priority: int | None = None,
             max_attempts: int = 1) -> int:
+    """Add a job; ``priority`` defaults to its kind's (``jobs.kinds``: chat > export > training)."""
+    if priority is None:
+        from jobs.kinds import KINDS
+
+        priority = KINDS[kind].priority if kind in KINDS else 0
     with db.session() as s:
         job = Job(kind=kind, payload=payload or {}, priority=priority, max_attempts=max_attempts)
         s.add(job)
@@ -198,6 +204,15 @@ def expire_lease(db: Database, job_id: int, worker_id: str) -> bool:
 def running_jobs(db: Database) -> list[Job]:
     with db.session() as s:
         return list(s.execute(select(Job).where(Job.status == JobStatus.RUNNING)).scalars())
+
+
+def queued_jobs(db: Database, kinds: Iterable[str] | None = None, limit: int = 100) -> list[Job]:
+    """The queue in the order it is served: highest priority first, then oldest."""
+    with db.session() as s:
+        q = select(Job).where(Job.status == JobStatus.QUEUED)
+        if kinds is not None:
+            q = q.where(Job.kind.in_(list(kinds)))
+        return list(s.execute(q.order_by(Job.priority.desc(), Job.id).limit(limit)).scalars())
 
 
 def list_jobs(db: Database, limit: int = 100) -> list[Job]:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # torch-free at import time
     from studio.inference.engine import ChatEngine
@@ -19,7 +20,7 @@ if TYPE_CHECKING:  # torch-free at import time
 log = logging.getLogger("jobs.services")
 
 
-def engine_from_env() -> "ChatEngine":
+def engine_from_env() -> ChatEngine:
     """A chat engine configured like training (FTS_TORCH_THREADS) and by FTS_CHAT_DEVICE/DTYPE."""
     from studio.inference.engine import ChatEngine
 
@@ -32,13 +33,13 @@ class WorkerServices:
     """The long-lived things of one worker. The engine itself is thread-safe (one generation at a
     time); the worker's scheduler runs one chat job at a time so a job's panes share one base model."""
 
-    def __init__(self, engine_factory: Callable[[], "ChatEngine"] = engine_from_env):
+    def __init__(self, engine_factory: Callable[[], ChatEngine] = engine_from_env):
         self._engine_factory = engine_factory
         self._engine: ChatEngine | None = None
         self._lock = threading.Lock()
 
     @property
-    def chat_engine(self) -> "ChatEngine":
+    def chat_engine(self) -> ChatEngine:
         with self._lock:
             if self._engine is None:
                 self._engine = self._engine_factory()

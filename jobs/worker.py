@@ -23,6 +23,16 @@ from typing import Any
 
 from jobs import logsetup, queue
 from jobs.context import JobCancelled, JobContext
+from jobs.devices import (
+    DEFAULT_MARGIN,
+    Budget,
+    Demand,
+    Device,
+    cuda_visible_devices,
+    detect_devices,
+    devices_from_env,
+    parse_devices,
+)
 from jobs.kinds import KINDS, JobKind, get_kind
 from jobs.runner import EXIT_CANCELLED, EXIT_OK, WORKER_PID_ENV
 from jobs.services import WorkerServices
@@ -50,10 +60,25 @@ class WorkerConfig:
     reap_every_s: float = 5.0
     cancel_grace_s: float = 5.0
     kinds: list[str] | None = None  # None: every kind
+    devices: list[Device] | None = None  # None: detected (each GPU, else the CPU's RAM)
+    margin: float = DEFAULT_MARGIN  # of each device's memory kept free
 
 
 def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class _Running:
+    job_id: int
+    kind: JobKind | None  # None: an unknown kind, about to fail with a message
+    demand: Demand | None
+    devices: list[int]
+    thread: threading.Thread
+
+    @property
+    def group(self) -> str | None:
+        return self.kind.exclusive if self.kind else None
 
 
 @dataclass
@@ -63,32 +88,175 @@ class Worker:
     worker_id: str = field(default_factory=new_worker_id)
     stop_event: threading.Event = field(default_factory=threading.Event)
     services: WorkerServices = field(default_factory=WorkerServices)  # the chat engine lives here
-    _last_reap: float = 0.0
+    _last_reap: float = -1e9
+    _running: dict[int, _Running] = field(default_factory=dict)
+    _demands: dict[int, Demand | None] = field(default_factory=dict)  # estimates, by job id
+    _told: dict[int, str] = field(default_factory=dict)  # the waiting reason last written, by job id
+    _resident: tuple[str | None, int] = (None, 0)  # the chat model held between chats, and its bytes
 
     # -- main loop ---------------------------------------------------------------------------
     def run_forever(self) -> None:
-        log.info("worker %s started on %s", self.worker_id, self.db.settings.db_url)
+        log.info("worker %s started on %s with %s", self.worker_id, self.db.settings.db_url,
+                 ", ".join(str(d) for d in self.devices))
         while not self.stop_event.is_set():
-            if not self.run_once():
+            if not self.schedule():
                 self.stop_event.wait(self.config.poll_s)
+        for running in list(self._running.values()):  # their supervisors stop their children
+            running.thread.join()
         log.info("worker %s stopped", self.worker_id)
 
     def run_once(self) -> bool:
-        """Reap if due, then claim and run one job. Returns whether a job ran."""
-        if time.monotonic() - self._last_reap >= self.config.reap_every_s:
-            self._last_reap = time.monotonic()
-            reap(self.db)
+        """Reap if due, then claim and run one job to its end, ignoring the memory budget (tests,
+        one job at a time). Returns whether a job ran."""
+        self._reap_if_due()
         job = queue.claim(self.db, self.worker_id, self.config.kinds, self.config.lease_s)
         if job is None:
             return False
         self.execute(job)
         return True
 
-    def execute(self, job: Job) -> Outcome:
+    @property
+    def devices(self) -> list[Device]:
+        if self.config.devices is None:
+            self.config.devices = devices_from_env() or detect_devices()
+        return self.config.devices
+
+    def _reap_if_due(self) -> None:
+        if time.monotonic() - self._last_reap >= self.config.reap_every_s:
+            self._last_reap = time.monotonic()
+            reap(self.db)
+
+    # -- scheduling ----------------------------------------------------------------------------
+    def schedule(self) -> list[int]:
+        """Start every queued job that fits beside the running ones, in queue order (priority, then
+        first come first served: once a job must wait for memory, none of its priority or lower
+        that needs memory overtakes it). A job that waits says why in its progress message.
+        Returns the ids started."""
+        self._reap_if_due()
+        self._forget_finished()
+        budget = self._budget()
+        started: list[int] = []
+        first_waiting: Job | None = None
+        for job in queue.queued_jobs(self.db, self.config.kinds):
+            kind = KINDS.get(job.kind)
+            if kind is not None and kind.exclusive and self._group_running(kind.exclusive):
+                self._tell(job, f"waiting for the {kind.exclusive} job in progress to finish")
+                continue
+            demand = self._demand(job, kind)
+            placement: list[int] = []
+            if demand is not None:
+                if first_waiting is not None and job.priority <= first_waiting.priority:
+                    self._tell(job, f"waiting: job {first_waiting.id} is first in line")
+                    continue
+                demand = self._beside_resident_chat(demand, kind, budget)
+                placement = budget.place(demand)
+                if placement is None and self._release_chat_for(kind, demand):
+                    budget = self._budget()
+                    placement = budget.place(demand)
+                if placement is None:
+                    self._tell(job, budget.why_not(demand))
+                    first_waiting = job
+                    continue
+            claimed = queue.claim_job(self.db, job.id, self.worker_id, self.config.lease_s)
+            if claimed is None:
+                continue
+            if demand is not None:
+                budget.add(placement, demand.bytes, demand.label)
+            self._start(claimed, kind, demand, placement)
+            started.append(job.id)
+        return started
+
+    def _start(self, job: Job, kind: JobKind | None, demand: Demand | None, placement: list[int]) -> None:
+        names = [d.name for d in self.devices if d.index in placement]
+        queue.set_progress(self.db, job.id, waiting=None, devices=names,
+                           message=f"starting on {', '.join(names)}" if names else "starting")
+        self._told.pop(job.id, None)
+        env = cuda_visible_devices(self.devices, placement) if kind is not None and kind.isolated else {}
+        thread = threading.Thread(target=self.execute, args=(job, env), daemon=True, name=f"job-{job.id}")
+        self._running[job.id] = _Running(job.id, kind, demand, placement, thread)
+        thread.start()
+
+    def _group_running(self, group: str) -> bool:
+        return any(r.group == group for r in self._running.values())
+
+    def _forget_finished(self) -> None:
+        for job_id in [i for i, r in self._running.items() if not r.thread.is_alive()]:
+            del self._running[job_id]
+            self._demands.pop(job_id, None)
+
+    def _budget(self, with_idle_chat: bool = True) -> Budget:
+        """Memory in use: each running job's measured peak once it has one, else its estimate; the
+        chat model while it stays loaded between chats."""
+        budget = Budget(self.devices, self.config.margin)
+        for r in self._running.values():
+            if r.demand is None:
+                continue
+            measured = self._measured(r)
+            budget.add(r.devices, measured or r.demand.bytes, r.demand.label + (" measured" if measured else ""))
+        resident = self._resident_chat_bytes() if with_idle_chat else 0
+        if resident:  # a running chat job's demand is what it needs beyond this
+            budget.add([self.devices[0].index], resident, "chat model")
+        return budget
+
+    def _measured(self, running: _Running) -> int | None:
+        if running.kind is None or not running.kind.measured:
+            return None
+        try:
+            return running.kind.load("measured")(self.db, queue.get(self.db, running.job_id))
+        except Exception:
+            log.exception("measured peak of job %s unavailable", running.job_id)
+            return None
+
+    def _resident_chat_bytes(self) -> int:
+        ref = self.services.chat_model_loaded
+        if ref is None:
+            return 0
+        from studio.demands import (
+            chat_model_bytes,  # only once a chat has run: torch is loaded anyway
+        )
+
+        return chat_model_bytes(ref, self.devices[0].kind) or 0
+
+    def _beside_resident_chat(self, demand: Demand, kind: JobKind | None, budget: Budget) -> Demand:
+        """A chat job's model replaces the engine's resident one, counted in the budget already."""
+        if kind is None or kind.exclusive != "chat":
+            return demand
+        resident = self._resident_chat_bytes()
+        return Demand(max(0, demand.bytes - resident), demand.count, demand.pin, demand.label)
+
+    def _release_chat_for(self, kind: JobKind | None, demand: Demand) -> bool:
+        """Free the idle chat model when that makes room for the job. True if it was freed."""
+        if self._group_running("chat") or (kind is not None and kind.exclusive == "chat") \
+                or self.services.chat_model_loaded is None:
+            return False
+        if self._budget(with_idle_chat=False).place(demand) is None:
+            return False  # it would wait anyway: keep the chat model
+        log.info("releasing the chat model: a queued job needs its memory")
+        self.services.release()
+        return True
+
+    def _demand(self, job: Job, kind: JobKind | None) -> Demand | None:
+        if job.id not in self._demands:
+            demand = None
+            if kind is not None and kind.demand:
+                try:
+                    demand = kind.load("demand")(self.db, job, self.devices[0].kind)
+                except Exception:
+                    log.exception("no memory estimate for job %s; it is not held back", job.id)
+            self._demands[job.id] = demand
+        return self._demands[job.id]
+
+    def _tell(self, job: Job, reason: str) -> None:
+        """Write why the job waits where the UI shows it (job progress), once per change."""
+        if self._told.get(job.id) != reason:
+            self._told[job.id] = reason
+            queue.set_progress(self.db, job.id, message=reason, waiting=True)
+
+    def execute(self, job: Job, env: dict[str, str] | None = None) -> Outcome:
         log.info("job %s (%s) started, attempt %s", job.id, job.kind, job.attempts)
         try:
             kind = get_kind(job.kind)
-            outcome = self._run_isolated(job, kind) if kind.isolated else self._run_in_process(job, kind)
+            outcome = self._run_isolated(job, kind, env) if kind.isolated else self._run_in_process(job, kind)
         except Exception as e:  # the worker must survive anything a job does
             log.exception("job %s crashed the worker's runner", job.id)
             kind, outcome = None, Outcome(JobStatus.FAILED, error=f"{type(e).__name__}: {e}")
@@ -114,14 +282,13 @@ class Worker:
             beat.stop()
 
     # -- isolated jobs -------------------------------------------------------------------------
-    def _run_isolated(self, job: Job, kind: JobKind) -> Outcome:
-        self.services.release()  # the child process gets the memory the chat model held
+    def _run_isolated(self, job: Job, kind: JobKind, env: dict[str, str] | None = None) -> Outcome:
         log_path = self.db.workspace.job_log(job.id)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         outcome_file = log_path.with_suffix(".outcome.json")
         outcome_file.unlink(missing_ok=True)
         env = {**os.environ, "FTS_WORKSPACE": str(self.db.settings.workspace), "FTS_DB_URL": self.db.settings.db_url,
-               "PYTHONUNBUFFERED": "1", WORKER_PID_ENV: str(os.getpid())}
+               "PYTHONUNBUFFERED": "1", WORKER_PID_ENV: str(os.getpid()), **(env or {})}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
         with open(log_path, "ab") as logf:
             proc = subprocess.Popen([sys.executable, "-m", "jobs.runner", str(job.id), str(outcome_file)],
@@ -263,9 +430,9 @@ def expire_dead_local_workers(db: Database) -> list[int]:
     expired = []
     for job in queue.running_jobs(db):
         parts = (job.worker_id or "").split(":")
-        if len(parts) == 3 and parts[0] == host and parts[1].isdigit() and not _process_alive(int(parts[1])):
-            if queue.expire_lease(db, job.id, job.worker_id):
-                expired.append(job.id)
+        dead = len(parts) == 3 and parts[0] == host and parts[1].isdigit() and not _process_alive(int(parts[1]))
+        if dead and queue.expire_lease(db, job.id, job.worker_id):
+            expired.append(job.id)
     return expired
 
 
@@ -312,12 +479,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cancel-grace", type=float, default=5.0, help="seconds a cancelled job gets before a kill")
     p.add_argument("--poll", type=float, default=0.5, help="seconds between looks at an empty queue")
     p.add_argument("--kinds", help="comma-separated job kinds this worker takes (default: all)")
+    p.add_argument("--devices", type=parse_devices, default=None,
+                   help="use these devices instead of the detected ones, e.g. gpu0:24GiB,gpu1:24GiB or cpu:16GiB "
+                        "(also $FTS_WORKER_DEVICES)")
+    p.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
+                   help="fraction of each device's memory kept free when jobs run side by side")
     args = p.parse_args(argv)
     logsetup.configure("worker")
     db = Database.open(args.workspace, args.db_url)
     db.settings.export_to_env()
     config = WorkerConfig(lease_s=args.lease, heartbeat_s=args.heartbeat, cancel_grace_s=args.cancel_grace, poll_s=args.poll,
-                          kinds=args.kinds.split(",") if args.kinds else None)
+                          kinds=args.kinds.split(",") if args.kinds else None, devices=args.devices,
+                          margin=args.margin)
     worker = Worker(db, config)
 
     def _stop(signum, _frame):

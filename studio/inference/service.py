@@ -387,8 +387,10 @@ def _status_message(db: Database, job: Job, progress: dict[str, Any]) -> str:
 
 
 def _waiting_message(db: Database, job: Job) -> str:
-    """Why a queued chat job has not started. The worker runs one job at a time, so a running
-    training run holds the GPU until it ends."""
+    """Why a queued chat job has not started: the worker's own reason when it gave one (e.g. which
+    run holds the memory the chat model needs), else what the queue shows."""
+    if (job.progress or {}).get("waiting"):
+        return job.progress.get("message") or "waiting"
     with db.session() as s:
         running = list(s.execute(select(Job.kind).where(Job.status == JobStatus.RUNNING)).scalars())
         ahead = s.execute(select(func.count(Job.id)).where(
