@@ -171,12 +171,13 @@ def free_memory() -> None:
 
 # -- data -----------------------------------------------------------------------------------------------
 def write_text_rows(path: Path, rows: int, cutoff_len: int) -> Path:
-    """Canonical chat rows, each a multi-turn conversation of short Q/A pairs long enough to fill
-    ``cutoff_len`` tokens (~36 tokens a pair), so a step's tokens/s is about full-length rows."""
+    """Canonical chat rows, each a multi-turn conversation of short Q/A pairs (~27 tokens a pair with
+    the Qwen template) a little longer than ``cutoff_len``: every row is cut to exactly
+    ``cutoff_len`` tokens, so each batch has the shape the estimator assumes (batch x cut-off)."""
     from tests.sample_data import alpaca_rows
 
     pairs = alpaca_rows()
-    per_row = max(1, cutoff_len // 36)
+    per_row = cutoff_len // 24 + 2
     with path.open("w", encoding="utf-8") as fh:
         for i in range(rows):
             messages = []
