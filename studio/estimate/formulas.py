@@ -48,6 +48,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from studio.estimate import methods
 from studio.estimate.arch import Linear, ModelArch, VisionArch
 from studio.estimate.request import BYTES, GIB, EstimateRequest
 
@@ -164,18 +165,24 @@ def adapter_rank(req: EstimateRequest) -> int:
 
 
 def adapter_params_per_linear(l: Linear, req: EstimateRequest) -> int:
-    """[LORA] r*(in+out); [DORA] + out (magnitude); [ADALORA] + r (the singular values E)."""
+    """[LORA] r*(in+out); [DORA] + out (magnitude); [ADALORA] + r (the singular values E) + 1 (ranknum)."""
     r = adapter_rank(req)
     n = r * (l.fan_in + l.fan_out)
     if req.method == "dora":
         n += l.fan_out
     if req.method == "adalora":
-        n += r
+        n += r + 1  # + ``ranknum``: a 1-element parameter peft marks trainable with the adapter
     return n
 
 
 def adapter_params(arch: ModelArch, req: EstimateRequest) -> int:
-    return sum(adapter_params_per_linear(l, req) * n for l, n in adapted_linears(arch, req))
+    """Trainable parameters of a peft adapter (the other methods' counts: ``studio.estimate.methods``)."""
+    if req.method in methods.PROMPT:
+        return methods.prompt_params(arch, req)
+    if req.method == "blocks":
+        return methods.blocks_params(arch, req)
+    per_linear = methods.per_linear_params if req.method in methods.PER_LINEAR else adapter_params_per_linear
+    return sum(per_linear(l, req) * n for l, n in adapted_linears(arch, req)) + methods.extra_trainable(arch, req)
 
 
 def trainable_params(arch: ModelArch, req: EstimateRequest) -> int:

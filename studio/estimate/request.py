@@ -4,7 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Union
 
-Method = Literal["lora", "qlora", "adalora", "dora", "full"]
+Method = Literal["lora", "qlora", "adalora", "dora", "full", "ia3", "vera", "loha", "lokr", "oft", "bitfit",
+                 "prompt_tuning", "prefix_tuning", "p_tuning", "blocks"]
 Targets = Union[Literal["attention", "all-linear"], tuple]  # or a tuple of module names, e.g. ("q_proj", "v_proj")
 DType = Literal["fp32", "bf16", "fp16"]
 Optimizer = Literal["adamw", "adamw_fused", "adamw_8bit", "paged_adamw_8bit"]
@@ -12,7 +13,9 @@ Attention = Literal["sdpa", "eager", "flash"]
 Strategy = Literal["ddp", "fsdp"]
 Trainer = Literal["hf", "trl-sft"]
 
-METHODS = ("lora", "qlora", "adalora", "dora", "full")
+# "blocks": whole decoder blocks trained as a peft adapter (the studio's freeze tuning and full fine-tuning)
+METHODS = ("lora", "qlora", "adalora", "dora", "full", "ia3", "vera", "loha", "lokr", "oft", "bitfit",
+           "prompt_tuning", "prefix_tuning", "p_tuning", "blocks")
 TARGETS = ("attention", "all-linear")
 DTYPES = ("fp32", "bf16", "fp16")
 OPTIMIZERS = ("adamw", "adamw_fused", "adamw_8bit", "paged_adamw_8bit")
@@ -69,6 +72,20 @@ class EstimateRequest:
     data: Any = None  # studio.estimate.data.TokenLengths of the dataset, or None (the cut-off decides)
     padding_free: bool = False
     packing: bool = False
+    # The other PEFT methods (studio.estimate.methods): IA3's feed-forward layers (input-side vectors),
+    # prompt methods' virtual tokens and encoder, OFT's block size, LoKr's factorisation, the blocks
+    # freeze tuning / full fine-tuning train, and LongLoRA-style extras (embeddings, norms).
+    feedforward: tuple = ()
+    virtual_tokens: int = 0
+    encoder_hidden: int = 0
+    prompt_encoder: str = "MLP"
+    oft_block_size: int = 32
+    lokr_factor: int = -1
+    lokr_decompose_both: bool = False
+    train_blocks: int = 0  # -1: all
+    train_final_norm: bool = False
+    train_embeddings: bool = False
+    train_norms: bool = False
     # Set by the estimator when seq_len came from the data: the rows' lengths already hold the image tokens.
     seq_from_data: bool = False
 
