@@ -149,7 +149,8 @@ def build_text_model(folder: Path, device: str, tiny: bool) -> dict[str, Any]:
     free_memory()
     return {"folder": str(folder), "parameters": parameters, "dtype": str(dtype).replace("torch.", ""),
             "vocab_size": vocab, "tokenizer_build_s": round(tokenizer_s, 2),
-            "layout": {k: v for k, v in (LLAMA_TINY if tiny else LLAMA_1B).items()}}
+            # config.json: what the estimator reads, kept so estimates can be recomputed later
+            "config": json.loads((folder / "config.json").read_text(encoding="utf-8"))}
 
 
 def build_vl_model(tiny: bool) -> dict[str, Any]:
@@ -158,7 +159,8 @@ def build_vl_model(tiny: bool) -> dict[str, Any]:
 
     ref = TINY_QWEN_VL_SMALLVOCAB if tiny else TINY_QWEN_VL
     folder = prepare(ref)
-    return {"ref": ref, "folder": str(folder), "parameters": inspect(ref).num_parameters}
+    info = inspect(ref)
+    return {"ref": ref, "folder": str(folder), "parameters": info.num_parameters, "config": info.config}
 
 
 def free_memory() -> None:

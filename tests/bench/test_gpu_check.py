@@ -165,3 +165,29 @@ def test_an_older_preinstalled_package_is_upgraded_only_when_listed(tmp_path, mo
     figures = gpu_check.install_wheels(new, tmp_path / "site-b")
     assert figures["upgraded_over_preinstalled"] == {"fts_gpu_probe2": "1.0 -> 2.0"}
     assert gpu_check.installed_version("fts_gpu_probe2") == "2.0"
+
+
+@pytest.mark.slow
+def test_estimate_errors_are_recomputed_from_the_stored_spec_and_config(report, tmp_path):
+    import copy
+
+    import gpu_estimate_errors
+
+    assert gpu_estimate_errors.main([str(_saved(report, tmp_path / "cpu.json"))]) == 2  # CPU peaks: not comparable
+    as_gpu = copy.deepcopy(report)
+    as_gpu["meta"]["device"] = "cuda"
+    for p in as_gpu["parts"]:
+        if p["name"].startswith("train.") and p["status"] == "ok":
+            p["figures"]["memory"]["max_memory_reserved_bytes"] = 2**30
+    found = {r["part"]: r for r in gpu_estimate_errors.rows(as_gpu)}
+    assert "train.lora.ckpt" in found and "train.vl-lora.ckpt" in found
+    for r in found.values():
+        assert r["now"] > 0 and r["error_now"] == pytest.approx((r["now"] / 2**30 - 1) * 100)
+    # without checkpointing every layer keeps its activations: the estimate must grow
+    assert found["train.lora.no-ckpt"]["now"] > found["train.lora.ckpt"]["now"]
+    assert gpu_estimate_errors.main([str(_saved(as_gpu, tmp_path / "gpu.json"))]) == 0
+
+
+def _saved(data: dict, path: Path) -> Path:
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
