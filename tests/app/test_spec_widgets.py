@@ -53,8 +53,11 @@ def throwaway_method():
     def build_peft_config(spec, info, total_steps):
         from peft import LoraConfig
 
-        return LoraConfig(r=spec.method.r, lora_alpha=2 * spec.method.r, target_modules="all-linear",
-                          task_type="CAUSAL_LM")
+        from studio.methods.base import ModelFacts, Targets, resolve_targets
+
+        facts = ModelFacts.of(info)
+        return LoraConfig(r=spec.method.r, lora_alpha=2 * spec.method.r, task_type="CAUSAL_LM",
+                          **resolve_targets(Targets(), facts, spec.vision if facts.is_vision else None))
 
     method = Method(name="toy", label="Toy LoRA", settings_cls=ToySettings, presets={"only": ToySettings()},
                     default_preset="only", explain=Explain("a toy", "tiny", "fast", "never"),
@@ -129,3 +132,27 @@ def test_stage_controls_come_from_the_stage_settings_and_fill_the_spec():
     assert built.stage.start_from == "adapter:2"
     built, _ = train.spec_from_form({**values, "stage.start_from": ""})
     assert built.stage.start_from is None and "stage:\n  name: dpo" in built.to_yaml()
+
+
+def test_the_trainer_trains_a_method_added_through_the_table(throwaway_method, tiny_vl_small_path, tmp_path,
+                                                             monkeypatch):
+    import json
+
+    from studio.models import TINY_QWEN_VL_SMALLVOCAB
+    from studio.training.recipe import train
+    from studio.training.reporting import NullReporter
+
+    monkeypatch.setenv("FTS_TORCH_THREADS", "1")
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps({"messages": [
+        {"role": "user", "content": [{"type": "text", "text": f"Count to {i}."}]},
+        {"role": "assistant", "content": [{"type": "text", "text": " ".join(str(k) for k in range(1, i + 2))}]}]}) + "\n"
+        for i in range(4)), encoding="utf-8")
+    spec = RunSpec.model_validate({"model": TINY_QWEN_VL_SMALLVOCAB, "data": {"path": str(rows)},
+                                   "method": {"name": "toy", "r": 9},
+                                   "train": {"max_steps": 2, "batch_size": 2, "grad_accum": 1, "cutoff_len": 64,
+                                             "save_steps": 100, "logging_steps": 1, "precision": "fp32"}})
+    result = train(spec, tmp_path / "run", NullReporter())
+    assert result.status == "completed" and result.global_step == 2
+    config = json.loads((tmp_path / "run" / "adapter" / "adapter_config.json").read_text())
+    assert config["r"] == 9  # the toy method's own setting reached peft through the table
