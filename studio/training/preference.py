@@ -28,6 +28,7 @@ from studio.methods import get_method
 from studio.spec import RunSpec, plan_total_steps
 from studio.spec.stages import start_from_parts
 from studio.training import checkpoints
+from studio.training.compat import checkpointing_args
 from studio.training.device import has_cuda, peak_memory_bytes, reset_peak_memory
 from studio.training.recipe import (ADAPTER, CHECKPOINTS, METRICS_FILE, SPEC_FILE, TrainResult, _first, _last,
                                     atomic_dir, load_base_model, model_summary, prepare_model_files, resolve_spec,
@@ -150,8 +151,7 @@ def common_args(spec: RunSpec, output_dir: Path, has_eval: bool) -> dict[str, An
         lr_scheduler_kwargs={"min_lr_rate": 0.1} if t.lr_scheduler == "cosine_with_min_lr" else None,
         weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm,
         bf16=t.precision == "bf16", fp16=t.precision == "fp16", use_cpu=not has_cuda(),
-        activation_checkpointing=t.gradient_checkpointing is True,  # transformers 5's name
-        activation_checkpointing_kwargs={"use_reentrant": False},
+        **checkpointing_args(t.gradient_checkpointing is True, {"use_reentrant": False}),
         seed=t.seed, data_seed=t.seed, max_length=t.cutoff_len,
         logging_steps=t.logging_steps, logging_first_step=True,
         eval_strategy="steps" if has_eval and t.eval_steps else "no", eval_steps=t.eval_steps,
