@@ -5,6 +5,7 @@ values as a dict, and ``spec_from_form`` turns them into a typed ``RunSpec``: no
 """
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +19,7 @@ from studio.methods import METHODS
 from studio.planning import MemoryPlan, cpu_plan_text, dataset_images_per_sample, plan_memory
 from studio.spec import LR_MAX, LR_MIN, DataSpec, RunSpec, StageSettings, TrainSettings, VisionSettings, parse_spec
 from ui import spec_widgets
-from ui.i18n import add, t
+from ui.i18n import add, t, wants_chinese
 from ui.memory_bar import memory_bar_html
 
 add("tr.intro", "Build a run: pick a model, a dataset and a method; the memory estimate updates as you go. "
@@ -31,6 +32,8 @@ add("tr.trust", "Allow this model's own Python code (trust_remote_code)", "允�
 add("tr.dataset", "Dataset", "数据集")
 add("tr.name", "Run name (optional)", "运行名称（可选）")
 add("tr.method", "Method", "方法")
+add("tr.compare_methods", "Compare all methods on this model (default presets, this run's settings)",
+    "在此模型上比较所有方法（默认预设，本次运行的设置）")
 add("tr.preset", "Preset (a starting point, not a rule)", "预设（起点而非规定）")
 add("tr.rank", "Rank r", "秩 r")
 add("tr.alpha", "Alpha", "Alpha")
@@ -209,10 +212,33 @@ def method_widget_values(method: str, preset: str) -> dict[str, Any]:
     return {k: 0 if v is None else v for k, v in out.items()}  # numeric "not set" shows as 0
 
 
-def explain_markdown(method: str) -> str:
-    e = METHODS[method].explain
-    return (f"{e.summary}\n\n**Memory.** {e.memory}\n\n**Speed.** {e.speed}\n\n**When to choose it.** {e.when}\n\n"
-            f"*Recommended learning rate: {METHODS[method].default_learning_rate:g}.*")
+def explain_markdown(method: str, spec: RunSpec | None = None, lang: str = "en") -> str:
+    """The method's card; with a spec, its trainable parameters and memory on the spec's model."""
+    from studio.method_guide import card_markdown
+
+    return card_markdown(method, config_or_none(spec.model, spec.trust_remote_code) if spec else None, lang, spec)
+
+
+def methods_table(spec: RunSpec | None, lang: str = "en") -> str:
+    from studio.method_guide import comparison_markdown
+
+    config = config_or_none(spec.model, spec.trust_remote_code) if spec else None
+    return comparison_markdown(spec, config, lang) if config else ""
+
+
+@functools.lru_cache(maxsize=16)
+def config_or_none(model_ref: str, trust_remote_code: bool = False) -> dict | None:
+    """config.json of the model (cached: every settings change redraws the cards), or None if unreadable."""
+    from studio.planning import model_config
+
+    try:
+        return model_config(model_ref, trust_remote_code)
+    except Exception:  # noqa: BLE001 - the memory view reports why; the cards then carry no numbers
+        return None
+
+
+def language(request: gr.Request | None) -> str:
+    return "zh" if wants_chinese(request) else "en"
 
 
 # -- memory ---------------------------------------------------------------------------------------
@@ -427,7 +453,9 @@ def render(db: Database, tabs: gr.Tabs | None = None) -> dict:
                 form.add("method.preset", gr.Dropdown(label=t("tr.preset"), choices=list(METHODS["lora"].presets),
                                                       value=METHODS["lora"].default_preset))
                 form.add("train.epochs", spec_widgets.widget(TrainSettings, "epochs", t("tr.epochs")))
-            explanation = gr.Markdown(explain_markdown("lora"))
+            explanation = gr.Markdown(explain_markdown("lora"), elem_id="train-method-card")
+            with gr.Accordion(t("tr.compare_methods"), open=False):
+                comparison = gr.Markdown(elem_id="train-method-table")
             with gr.Accordion(t("tr.stage"), open=False, elem_id="train-stage-box"):
                 gr.Markdown(t("tr.stage_intro"))
                 stage_boxes = _stage_controls(form, db)
@@ -451,13 +479,16 @@ def render(db: Database, tabs: gr.Tabs | None = None) -> dict:
                 spec_yaml = gr.Code(language="yaml", interactive=False, lines=16)
                 spec_file = gr.DownloadButton(t("tr.download_spec"), value=None)
 
-    def _refresh(data):
+    def _refresh(data, request: gr.Request = None):
         spec, probs = spec_from_form(form.values(data))
         bar, tips, _ = memory_view(db, spec, data.get(form.card))
         msg = "" if spec else "**Fix these settings:**\n" + "\n".join(f"- {p}" for p in probs)
-        return (spec.to_yaml() if spec else ""), bar, tips, msg
+        method = data.get(form.fields["method.name"]) or "lora"
+        lang = language(request)
+        return ((spec.to_yaml() if spec else ""), bar, tips, msg, explain_markdown(method, spec, lang),
+                methods_table(spec, lang))
 
-    outputs = [spec_yaml, memory, advice, problems]
+    outputs = [spec_yaml, memory, advice, problems, explanation, comparison]
     for component in form.inputs:
         trigger = component.release if isinstance(component, gr.Slider) else component.change
         trigger(_refresh, inputs=form.inputs, outputs=outputs, show_progress="hidden", api_visibility="private")
@@ -470,12 +501,13 @@ def render(db: Database, tabs: gr.Tabs | None = None) -> dict:
 
     def _method(method):
         m = METHODS[method]
-        return (gr.update(choices=list(m.presets), value=m.default_preset), explain_markdown(method),
+        # the card (with this model's numbers) follows through _refresh, which every field change triggers
+        return (gr.update(choices=list(m.presets), value=m.default_preset),
                 *[gr.update(visible=method in owners) for owners in groups], gr.update(value=m.default_learning_rate))
 
     form.fields["method.name"].change(
         _method, inputs=form.fields["method.name"],
-        outputs=[form.fields["method.preset"], explanation, *groups.values(), form.fields["train.learning_rate"]],
+        outputs=[form.fields["method.preset"], *groups.values(), form.fields["train.learning_rate"]],
         api_name="choose_method")
     form.fields["method.preset"].change(_preset, inputs=[form.fields["method.name"], form.fields["method.preset"]],
                                         outputs=[form.fields[p] for p in method_paths], api_visibility="private")
