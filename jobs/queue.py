@@ -215,6 +215,29 @@ def queued_jobs(db: Database, kinds: Iterable[str] | None = None, limit: int = 1
         return list(s.execute(q.order_by(Job.priority.desc(), Job.id).limit(limit)).scalars())
 
 
+def change_priority(db: Database, job_id: int, delta: int) -> int:
+    """Move a queued job up (delta > 0) or down in the queue; returns its new priority. Higher
+    priorities are served first, first come first served within one."""
+    with db.session() as s:
+        job = s.get(Job, job_id)
+        if job is None:
+            raise JobNotFound(f"job {job_id} does not exist")
+        if job.status != JobStatus.QUEUED:
+            raise ValueError(f"job {job_id} is {job.status}; only a queued job can move in the queue")
+        job.priority += delta
+        return job.priority
+
+
+def jobs_ahead(db: Database, job: Job) -> int:
+    """How many queued jobs are served before this one."""
+    from sqlalchemy import func
+
+    with db.session() as s:
+        return s.execute(select(func.count(Job.id)).where(
+            Job.status == JobStatus.QUEUED,
+            (Job.priority > job.priority) | ((Job.priority == job.priority) & (Job.id < job.id)))).scalar() or 0
+
+
 def list_jobs(db: Database, limit: int = 100) -> list[Job]:
     with db.session() as s:
         return list(s.execute(select(Job).order_by(Job.id.desc()).limit(limit)).scalars())

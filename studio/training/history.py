@@ -81,7 +81,10 @@ def ema(values: list[float], weight: float = SMOOTHING) -> list[float]:
 
 
 def attempts_text(db: Any, run: Any) -> str:
-    """How often the run's job started, and from which step the last start resumed."""
+    """How often a worker ran it and how far each attempt got: "3: 0→20 worker lost, 20→40 worker
+    lost, 40→60" (steps of the complete checkpoints each began and ended with)."""
+    if run.attempts:
+        return f"{len(run.attempts)}: " + ", ".join(_attempt_short(a) for a in run.attempts)
     from jobs import queue
 
     try:
@@ -93,6 +96,25 @@ def attempts_text(db: Any, run: Any) -> str:
     resumed = (job.result or {}).get("resumed_from_step") if isinstance(job.result, dict) else None
     text = f"{job.attempts}" if job.attempts == 1 else f"{job.attempts} (interrupted, resumed)"
     return text + (f", resumed at step {resumed}" if resumed else "")
+
+
+def _attempt_short(a: dict[str, Any]) -> str:
+    steps = f"{a.get('from_step', 0)}→{a['to_step']}" if a.get("to_step") is not None else f"{a.get('from_step', 0)}→"
+    outcome = a.get("outcome")
+    if outcome is None:
+        return steps + " running"
+    return steps + ("" if outcome == "succeeded" else " worker lost" if outcome == "worker-lost" else f" {outcome}")
+
+
+def attempt_lines(run: Any) -> list[str]:
+    """One sentence per attempt for the run's live view."""
+    lines = []
+    for a in run.attempts or []:
+        end = f"ended {a['ended']}" if a.get("ended") else "running"
+        steps = f"from step {a.get('from_step', 0)}" + (f" to {a['to_step']}" if a.get("to_step") is not None else "")
+        why = "" if a.get("outcome") in (None, "succeeded") else f" · {a['outcome']}: {a.get('why') or ''}"
+        lines.append(f"#{a.get('n')} ({a.get('trigger')}) started {a.get('started')}, {end} · {steps}{why}")
+    return lines
 
 
 def loss_points(db: Any, run_ids: list[int], label_runs: bool = True) -> list[dict[str, Any]]:

@@ -103,6 +103,27 @@ def resume_run(db: Any, run_id: int) -> int:
     return job.id
 
 
+def move_run(db: Any, run_id: int, delta: int) -> str:
+    """Move a queued run up (delta > 0) or down in the queue, as a sentence for the user."""
+    run = get_run(db, run_id)
+    if run.status != JobStatus.QUEUED or run.job_id is None:
+        raise RunStateError(f"run {run_id} is {run.status}; only a queued run can move in the queue")
+    try:
+        priority = queue.change_priority(db, run.job_id, delta)
+    except ValueError:  # a worker took it meanwhile
+        raise RunStateError(f"run {run_id} has started; only a queued run can move in the queue") from None
+    ahead = queue.jobs_ahead(db, queue.get(db, run.job_id))
+    return f"Run #{run_id} now has priority {priority}; {ahead} job{'s' if ahead != 1 else ''} ahead of it."
+
+
+def queue_text(db: Any, run: Run) -> str:
+    """Where a queued run stands: priority and jobs ahead (empty for a run that is not queued)."""
+    if run.status != JobStatus.QUEUED or run.job_id is None:
+        return ""
+    job = queue.get(db, run.job_id)
+    return f"priority {job.priority}, {queue.jobs_ahead(db, job)} ahead in the queue"
+
+
 def list_runs(db: Any, limit: int = 200) -> list[Run]:
     """Newest first."""
     with db.session() as s:

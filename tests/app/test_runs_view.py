@@ -45,3 +45,38 @@ def test_the_live_plot_names_all_its_series_from_the_first_frame(db):
     assert set(frame["series"]) == {"train", "train (raw)", "eval"}
     assert frame[frame.series == "train (raw)"]["loss"].tolist() == [2.9, 2.8, 2.7, 2.6000000000000001]
     assert all(math.isnan(v) for v in frame[frame.series == "eval"]["loss"])  # a placeholder, drawn as nothing
+
+
+def test_a_queued_run_moves_up_and_down_from_the_runs_tab_and_its_attempts_show(db):
+    from jobs import queue
+    from storage.models import Job, Run
+    from ui.tabs import runs
+
+    with db.session() as s:
+        rows = [Run(name=f"r{i}", model_ref="m", method="lora", status="queued") for i in range(2)]
+        s.add_all(rows)
+        s.flush()
+        for run in rows:
+            job = Job(kind="train", payload={"run_id": run.id})
+            s.add(job)
+            s.flush()
+            run.job_id = job.id
+        first, second = (r.id for r in rows)
+    assert "priority 1; 0 jobs ahead" in runs.run_action(db, "up", second)
+    assert [j.payload["run_id"] for j in queue.queued_jobs(db)] == [second, first]
+    assert "priority 0, 1 ahead in the queue" in runs.status_html(db, first)
+    runs.run_action(db, "down", second)
+    runs.run_action(db, "down", second)
+    assert [j.payload["run_id"] for j in queue.queued_jobs(db)] == [first, second]
+    queue.claim_job(db, queue.get(db, 1).id, "w")
+    assert "only a queued run can move" in runs.run_action(db, "up", first)
+
+    with db.session() as s:
+        s.get(Run, first).attempts = [
+            {"n": 1, "trigger": "start", "started": "2026-11-30 09:00:00", "ended": "2026-11-30 09:05:00",
+             "outcome": "worker-lost", "why": "worker w stopped renewing its lease", "from_step": 0, "to_step": 20},
+            {"n": 2, "trigger": "requeued", "started": "2026-11-30 09:05:02", "from_step": 20}]
+    view = runs.status_html(db, first)
+    assert "#1 (start) started 2026-11-30 09:00:00, ended 2026-11-30 09:05:00 · from step 0 to 20 · worker-lost" in view
+    assert "#2 (requeued) started 2026-11-30 09:05:02, running · from step 20" in view
+    assert history.attempts_text(db, runs.training.get_run(db, first)) == "2: 0→20 worker lost, 20→ running"

@@ -8,6 +8,7 @@ import signal
 import time
 
 import psutil
+import pytest
 
 from jobs import queue
 from jobs.worker import Worker, WorkerConfig, reap, run_inline
@@ -155,3 +156,17 @@ def test_worker_sigterm_stops_its_running_job_and_records_why(db, settings):
     job = queue.get(db, job_id)
     assert job.status == JobStatus.FAILED and "worker was stopped" in job.error
     assert not psutil.pid_exists(child) or psutil.Process(child).status() == "zombie"
+
+
+def test_default_priorities_serve_chat_then_export_then_training_first_come_first_served(db):
+    train_1 = queue.enqueue(db, "train", {"run_id": 1})
+    export = queue.enqueue(db, "export", {"export_id": 1})
+    train_2 = queue.enqueue(db, "train", {"run_id": 2})
+    chat = queue.enqueue(db, "chat.message", {"chat_id": 1})
+    assert [j.id for j in queue.queued_jobs(db)] == [chat, export, train_1, train_2]
+    assert queue.change_priority(db, train_2, +1) == 1  # moved up: ahead of the other run, not of export
+    assert [j.id for j in queue.queued_jobs(db)] == [chat, export, train_2, train_1]
+    assert queue.jobs_ahead(db, queue.get(db, train_1)) == 3
+    queue.claim_job(db, chat, "w")
+    with pytest.raises(ValueError, match="only a queued job can move"):
+        queue.change_priority(db, chat, -1)

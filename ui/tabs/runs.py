@@ -42,6 +42,9 @@ add("runs.selected", "Run", "运行")
 add("runs.loss", "Loss", "损失")
 add("runs.cancel", "Cancel run", "取消运行")
 add("runs.resume", "Resume", "继续训练")
+add("runs.up", "↑ Move up", "↑ 上移")
+add("runs.down", "↓ Move down", "↓ 下移")
+add("runs.attempts", "Attempts (each time a worker ran it)", "尝试记录（每次由 worker 运行）")
 add("runs.rename", "New name", "新名称")
 add("runs.rename_btn", "Rename", "重命名")
 add("runs.delete", "Delete run", "删除运行")
@@ -102,6 +105,12 @@ def status_html(db: Database, run_id: int) -> str:
         if m.get("peak_memory_bytes"):
             figures.append(f"peak memory {m['peak_memory_bytes'] / 2**30:.2f} GiB")
     message = progress.get("message") or ""
+    waiting = training.queue_text(db, run)
+    if waiting:
+        message = f"{message} · {waiting}" if message else waiting
+    attempts = history.attempt_lines(run) if len(run.attempts or []) > 1 or _lost(run) else []
+    attempts_html = (f'<details class="run-attempts"><summary>{html.escape(t("runs.attempts"))}</summary><ul>'
+                     + "".join(f"<li>{html.escape(line)}</li>" for line in attempts) + "</ul></details>") if attempts else ""
     error = _problems_html(run.problems) if run.problems else \
         f'<div class="run-error">{html.escape(run.error)}</div>' if run.error else ""
     return f"""
@@ -110,8 +119,12 @@ def status_html(db: Database, run_id: int) -> str:
    · {html.escape(run.model_ref)} · {run.method} · memory est./measured {history.memory_text(run)}</div>
   <div class="run-bar"><div style="width:{100 * fraction:.1f}%"></div></div>
   <div class="run-msg">{html.escape(message)}{_eta(m.get('eta_s')) if history.is_active(run.status) else ''}</div>
-  <div class="run-figures">{' · '.join(figures)}</div>{error}
+  <div class="run-figures">{' · '.join(figures)}</div>{error}{attempts_html}
 </div>"""
+
+
+def _lost(run) -> bool:
+    return any(a.get("outcome") == "worker-lost" for a in run.attempts or [])
 
 
 def loss_frame(db: Database, run_ids: list[int], label_runs: bool = True) -> pd.DataFrame:
@@ -152,7 +165,7 @@ def live_view(db: Database, run_id):
 
 
 def run_action(db: Database, action: str, run_id, new_name: str = "") -> str:
-    """Cancel / resume / rename / delete, as one sentence for the user."""
+    """Cancel / resume / move up or down in the queue / rename / delete, as one sentence for the user."""
     if not run_id:
         return "Pick a run first."
     run_id = int(run_id)
@@ -162,6 +175,8 @@ def run_action(db: Database, action: str, run_id, new_name: str = "") -> str:
         if action == "resume":
             training.resume_run(db, run_id)
             return f"Run #{run_id} is queued again; it continues from its last complete checkpoint."
+        if action in ("up", "down"):
+            return training.move_run(db, run_id, 1 if action == "up" else -1)
         if action == "rename":
             training.rename_run(db, run_id, new_name)
             return f"Run #{run_id} renamed."
@@ -206,6 +221,9 @@ def render(db: Database) -> dict:
                 resume = gr.Button(t("runs.resume"), size="sm")
                 delete = gr.Button(t("runs.delete"), size="sm")
             with gr.Row():
+                move_up = gr.Button(t("runs.up"), size="sm", elem_id="run-move-up")
+                move_down = gr.Button(t("runs.down"), size="sm", elem_id="run-move-down")
+            with gr.Row():
                 new_name = gr.Textbox(label=t("runs.rename"), scale=3)
                 rename = gr.Button(t("runs.rename_btn"), size="sm", scale=1)
             with gr.Row():
@@ -241,6 +259,9 @@ def render(db: Database) -> dict:
                     show_progress="hidden")
     cancel.click(lambda r: run_action(db, "cancel", r), inputs=selected, outputs=action_msg, api_name="cancel_run")
     resume.click(lambda r: run_action(db, "resume", r), inputs=selected, outputs=action_msg, api_name="resume_run")
+    move_up.click(lambda r: run_action(db, "up", r), inputs=selected, outputs=action_msg, api_name="move_run_up")
+    move_down.click(lambda r: run_action(db, "down", r), inputs=selected, outputs=action_msg,
+                    api_name="move_run_down")
     delete.click(lambda r: run_action(db, "delete", r), inputs=selected, outputs=action_msg, api_name="delete_run",
                  js="(r) => confirm('Delete this run, its adapter and its files?') ? r : null")
     rename.click(lambda r, n: run_action(db, "rename", r, n), inputs=[selected, new_name], outputs=action_msg,
