@@ -7,7 +7,7 @@ import gradio as gr
 from storage.db import Database
 from ui import memory_bar
 from ui.i18n import t, translations
-from ui.tabs import chat, datasets, export, runs, train
+from ui.tabs import chat, datasets, export, judge, runs, train
 
 THEME = gr.themes.Soft(primary_hue="indigo")
 CSS = memory_bar.CSS + runs.CSS + export.CSS + """
@@ -53,16 +53,39 @@ def _connect(db, demo, tabs, train_tab, chat_tab, export_tab, train_parts, runs_
                                  inputs=runs_parts["selected"],
                                  outputs=[tabs, chat_parts["base"], chat_parts["adapters"], chat_parts["chat_id"],
                                           *chat_parts["panes"]], api_name="chat_with_run")
+    _connect_judging(db, tabs, chat_tab, train_parts, chat_parts["judge"], chat_parts["base"])
     runs_parts["export_btn"].click(lambda r: (gr.update(selected="export"), export.select_run(db, r)),
                                    inputs=runs_parts["selected"], outputs=[tabs, export_parts["adapter"]],
                                    api_name="export_run")
+
+
+def _connect_judging(db, tabs, chat_tab, train_parts, judge_parts, base):
+    """Fresh models to judge when the Chat tab opens; "train on my judgements" opens the Train tab
+    with a DPO spec on the collected pairs, continuing the winning adapter."""
+    chat_tab.select(judge_parts["refresh_models"], inputs=base, outputs=[judge_parts["model_x"], judge_parts["model_y"]],
+                    api_visibility="private")
+    fields = train_parts["form"].fields
+
+    def _train(session, name):
+        spec, message = judge.train_on_judgements(db, session, name)
+        if spec is None:
+            return message, *[gr.update()] * 5
+        stage = spec["stage"]
+        return (message, gr.update(selected="train"), spec["model"],
+                gr.update(choices=train.dataset_choices(db), value=spec["data"]["dataset_id"]), stage["name"],
+                gr.update(choices=train.adapter_choices(db), value=stage.get("start_from", "")))
+
+    judge_parts["train_btn"].click(
+        _train, inputs=[judge_parts["session"], judge_parts["dataset_name"]],
+        outputs=[judge_parts["message"], tabs, fields["model"], fields["data.dataset_id"], fields["stage.name"],
+                 fields["stage.start_from"]], api_name="train_on_judgements")
 
 
 def launch_kwargs(db: Database) -> dict:
     """Options that Gradio 6 takes at launch() rather than Blocks(). Only the workspace folders
     whose files the UI shows (dataset images, chat attachments, comparison files) are served."""
     ws = db.workspace
-    return dict(theme=THEME, css=CSS, footer_links=["settings"], i18n=translations(),
+    return dict(theme=THEME, css=CSS, footer_links=["settings"], i18n=translations(), head=judge.SHORTCUTS_JS,
                 allowed_paths=[str(ws.datasets_dir), str(ws.root / "chats")])
 
 

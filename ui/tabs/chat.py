@@ -338,7 +338,11 @@ def render(db: Database) -> dict:
 
     compare_btn.click(_compare, inputs=[base, adapters, prompts, dataset, split, limit, *settings.values()],
                       outputs=[compare_status, table, csv_file, jsonl_file], api_name="run_compare")
-    return {"base": base, "adapters": adapters, "saved": saved, "dataset": dataset, "panes": panes, "chat_id": chat_id}
+    from ui.tabs import judge
+
+    judge_parts = judge.render(db, base, settings)
+    return {"base": base, "adapters": adapters, "saved": saved, "dataset": dataset, "panes": panes, "chat_id": chat_id,
+            "judge": judge_parts}
 
 
 def select_run(db: Database, run_id) -> tuple[Any, ...]:
