@@ -53,10 +53,12 @@ def trainer_rows(rows: list[dict[str, Any]], stage: str, vision: bool) -> list[d
             examples = [trainer_example(row)]
         for ex in examples:
             converted = {k: template_messages(v, vision) if isinstance(v, list) else v for k, v in ex.items()}
-            if vision:
+            if vision:  # TRL's vision collator hands these to the processor: decoded images
+                from PIL import Image
+
                 from studio.training.data import row_images
 
-                converted["images"] = row_images(row)
+                converted["images"] = [Image.open(p).convert("RGB") for p in row_images(row)]
             out.append(converted)
     return out
 
@@ -78,6 +80,15 @@ def build_datasets(spec: RunSpec, info: Any, db: Any, reporter: Reporter) -> tup
              "eval_source": rows.eval_source}
     reporter.stage("tokenize", f"{len(train)} training examples ready", fraction=1.0)
     return Dataset.from_list(train), (Dataset.from_list(evaluation) if evaluation else None), stats
+
+
+def bound_image_tokens(processor: Any, vision: Any) -> None:
+    """min/max pixels bound the tokens each image costs (as the SFT recipe's ``VisionEncoder`` sets them)."""
+    ip = processor.image_processor
+    ip.size = {"shortest_edge": vision.min_pixels, "longest_edge": vision.max_pixels}
+    for attr, value in (("min_pixels", vision.min_pixels), ("max_pixels", vision.max_pixels)):
+        if hasattr(ip, attr):
+            setattr(ip, attr, value)
 
 
 # -- 4. model ------------------------------------------------------------------------------------------
@@ -207,6 +218,8 @@ def train(spec: RunSpec, run_dir: Path, reporter: Reporter, db: Any = None, is_m
     info, path = prepare_model_files(spec, reporter)
     processing = load_tokenizer_or_processor(path, info.kind, trust_remote_code=spec.trust_remote_code)
     tokenizer = getattr(processing, "tokenizer", processing)
+    if info.kind == "vision-language":
+        bound_image_tokens(processing, spec.vision)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
 

@@ -162,3 +162,25 @@ def test_stage_that_does_not_fit_the_data_or_a_missing_adapter_is_refused(db, pa
     assert static_problems(kto_on_pairs, db) == []
     with pytest.raises(ValueError, match="beta"):
         RunSpec.model_validate({**base, "data": {"dataset_id": pairs_id}, "stage": {"name": "dpo", "beta": 0}})
+
+
+def test_dpo_on_the_vision_language_model_with_image_pairs(db, tiny_vl):
+    from PIL import Image
+
+    from tests.training.helpers import SMALL_IMAGES
+
+    folder = db.workspace.uploads_dir / "colours"
+    folder.mkdir(parents=True)
+    rows = []
+    for colour in ("red", "blue", "green", "yellow"):
+        Image.new("RGB", (56, 56), colour).save(folder / f"{colour}.png")
+        rows.append({"conversations": [{"from": "human", "value": "<image>What colour is this?"}],
+                     "chosen": {"from": "gpt", "value": colour}, "rejected": {"from": "gpt", "value": "black"},
+                     "images": [f"{colour}.png"]})
+    (folder / "pairs.json").write_text(json.dumps(rows), encoding="utf-8")
+    dataset = import_dataset(db, folder / "pairs.json", ImportOptions()).dataset
+    assert (dataset.num_images, dataset.format) == (4, "sharegpt_preference")
+    run = train_inline(db, {**spec(tiny_vl, dataset.id, "dpo", max_steps=3, learning_rate=5e-3, cutoff_len=256),
+                            "vision": SMALL_IMAGES})
+    rows = [m for m in run_metrics(db, run.id, "train") if m.loss is not None]
+    assert rows[-1].loss < rows[0].loss and rows[-1].reward_accuracy > rows[0].reward_accuracy
