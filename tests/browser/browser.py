@@ -29,6 +29,9 @@ def free_port() -> int:
 
 def start_studio(workspace: Path, port: int, *extra: str) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k not in ("FTS_WORKSPACE", "FTS_DB_URL")}
+    # Chromium renders on the same 2 cores: one PyTorch thread keeps the run from spin-waiting
+    # (as in the training tests; tests/training/conftest.py)
+    env.setdefault("FTS_TORCH_THREADS", "1")
     log = open(workspace.parent / f"studio-{port}.log", "w")
     proc = subprocess.Popen([sys.executable, "launch.py", "--workspace", str(workspace), "--port", str(port), *extra],
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
