@@ -22,7 +22,7 @@ from typing import Any, Sequence
 from sqlalchemy import select
 
 from storage.db import Database
-from storage.models import Adapter, Judgement
+from storage.models import Adapter, Judgement, Run
 from storage.workspace import atomic_write_text
 from studio.inference import service, transcript
 from studio.inference.errors import ChatError
@@ -53,10 +53,17 @@ def model_label(db: Database, model: str) -> str:
 
 
 def candidates(db: Database, base_ref: str) -> list[tuple[str, str]]:
-    """(label, model) of everything that can be judged on this base: the base and its adapters."""
+    """(label, model) of everything that can be judged on this base: the base and its adapters
+    (not reward models: they score answers, they do not write them)."""
     with db.session() as s:
         rows = s.scalars(select(Adapter).where(Adapter.base_model_ref == base_ref).order_by(Adapter.id.desc()))
-        return [("Base model", BASE)] + [(f"{a.name} (#{a.id})", f"adapter:{a.id}") for a in rows]
+        return [("Base model", BASE)] + [(f"{a.name} (#{a.id})", f"adapter:{a.id}") for a in rows
+                                         if not is_reward_model(s, a)]
+
+
+def is_reward_model(session: Any, adapter: Adapter) -> bool:
+    run = session.get(Run, adapter.run_id) if adapter.run_id else None
+    return ((run.spec or {}).get("stage") or {}).get("name") == "reward" if run is not None else False
 
 
 def column_key(model: str) -> str:
@@ -72,6 +79,11 @@ def start(db: Database, base_ref: str, models: Sequence[str], prompts: Sequence[
     if len(models) != 2 or models[0] == models[1]:
         raise ChatError("pick two different models to judge against each other")
     adapter_ids = [a for a in map(adapter_id_of, models) if a is not None]
+    with db.session() as s:
+        for adapter_id in adapter_ids:
+            adapter = s.get(Adapter, adapter_id)
+            if adapter is not None and is_reward_model(s, adapter):
+                raise ChatError(f"adapter {adapter_id} is a reward model: it scores answers and cannot write one")
     chat_id, job_id = service.create_compare(db, base_ref, adapter_ids, prompts, dataset_id=dataset_id, split=split,
                                              limit=limit, settings=settings, title="Blind A/B judging")
     session = {"models": list(models), "seed": secrets.token_hex(8)}

@@ -102,3 +102,19 @@ def test_bad_sessions_are_refused(db):
         judging.start(db, SMOLLM2, ["base", "lora-7"], PROMPTS)
     with pytest.raises(ChatError, match="no judgements with a winner"):
         judging.export_jsonl(db, db.workspace.tmp_dir / "none.jsonl")
+
+
+def test_reward_models_are_not_offered_or_accepted(db):
+    from storage.models import Adapter, Run
+
+    with db.session() as s:
+        run = Run(name="rm", model_ref=SMOLLM2, method="lora", spec={"stage": {"name": "reward"}})
+        s.add(run)
+        s.flush()
+        adapter = Adapter(run_id=run.id, name="rm", method="lora", base_model_ref=SMOLLM2, path="runs/1/adapter")
+        s.add(adapter)
+        s.flush()
+        adapter_id = adapter.id
+    assert judging.candidates(db, SMOLLM2) == [("Base model", "base")]
+    with pytest.raises(ChatError, match="reward model"):
+        judging.start(db, SMOLLM2, ["base", f"adapter:{adapter_id}"], PROMPTS)
