@@ -166,7 +166,10 @@ def latest_metrics(db: Any, run_id: int) -> dict[str, Any]:
         if m.step is not None:
             return {"step": m.step, "total_steps": m.total_steps, "epoch": m.epoch, "loss": m.loss,
                     "learning_rate": m.learning_rate, "grad_norm": m.grad_norm, "tokens_per_s": m.tokens_per_s,
-                    "peak_memory_bytes": m.peak_memory_bytes, "eta_s": m.eta_s}
+                    "peak_memory_bytes": m.peak_memory_bytes, "eta_s": m.eta_s,
+                    # preference stages (dpo, kto, reward)
+                    "reward_accuracy": m.reward_accuracy, "reward_margin": m.reward_margin,
+                    "logps_chosen": m.logps_chosen, "logps_rejected": m.logps_rejected}
     return {}
 
 

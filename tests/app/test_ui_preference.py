@@ -33,3 +33,19 @@ def test_kto_completion_sits_on_its_labels_side_and_sft_rows_leave_the_panes_emp
     assert (texts(chosen), texts(rejected)) == ([], ["meh"])
     client.predict(*import_args(sample_data / "identity.json", val_fraction=0), api_name="/import_dataset")
     assert client.predict(2, 0, api_name="/preview_answers_row") == ([], [])
+
+
+def test_runs_view_shows_the_reward_figures_of_a_preference_run(db):
+    from storage.models import Run, RunMetric
+    from ui.tabs import runs
+
+    with db.session() as s:
+        run = Run(name="dpo lora", model_ref="builtin:smollm2-135m-instruct", method="lora", status="running",
+                  spec={"stage": {"name": "dpo"}})
+        s.add(run)
+        s.flush()
+        s.add(RunMetric(run_id=run.id, stage="train", step=3, total_steps=5, loss=0.41, reward_accuracy=0.75,
+                        reward_margin=0.612, logps_chosen=-20.4, logps_rejected=-31.0))
+        run_id = run.id
+    view = runs.status_html(db, run_id)
+    assert "reward accuracy 75%" in view and "margin 0.612" in view and "log-p rejected -31.0" in view

@@ -99,7 +99,9 @@ def status_html(db: Database, run_id: int) -> str:
     if m:
         figures.append(f"step {m['step']}/{m['total_steps']}" + (f" · epoch {m['epoch']:.2f}" if m["epoch"] else ""))
         for key, label, fmt in (("loss", "loss", "{:.4f}"), ("learning_rate", "lr", "{:.2e}"),
-                                ("grad_norm", "grad norm", "{:.3f}"), ("tokens_per_s", "tokens/s", "{:.0f}")):
+                                ("grad_norm", "grad norm", "{:.3f}"), ("tokens_per_s", "tokens/s", "{:.0f}"),
+                                ("reward_accuracy", "reward accuracy", "{:.0%}"), ("reward_margin", "margin", "{:.3f}"),
+                                ("logps_chosen", "log-p chosen", "{:.1f}"), ("logps_rejected", "log-p rejected", "{:.1f}")):
             if m.get(key) is not None:
                 figures.append(f"{label} {fmt.format(m[key])}")
         if m.get("peak_memory_bytes"):
