@@ -70,11 +70,12 @@ def padding_free_applies(spec: RunSpec, config: dict[str, Any]) -> tuple[bool, s
     if not spec.train.padding_free:
         return False, "padding_free is off in the spec: padded batches"
     if is_vision_config(config):
-        # Qwen2.5-VL numbers its 3-D (time, height, width) rope positions per sequence from input_ids and
-        # the image grid (get_rope_index); in a flattened batch they would run on across rows, and the
-        # text positions of a row would not restart. So VL batches stay padded.
-        return False, ("vision-language model: its 3-D rope positions are computed per sequence, so batches stay "
-                       "padded")
+        # Qwen2.5-VL numbers its 3-D (time, height, width) rope positions per sequence from input_ids and the
+        # image grid (get_rope_index); on a joined row it would number them across rows. transformers 5 takes a
+        # joined VL row only with caller-built [4, 1, N] positions (restarting text positions + each row's own
+        # 3-D positions); the studio's VL collator does not build them (yet), so VL batches stay padded.
+        return False, ("vision-language model: padded batches (its 3-D rope positions are numbered per sequence; "
+                       "joined rows would need them built row by row, which the studio does not do yet)")
     return True, "text model: rows joined end to end with restarting positions (no padding)"
 
 
