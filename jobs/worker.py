@@ -137,7 +137,9 @@ class Worker:
         budget = self._budget()
         started: list[int] = []
         first_waiting: Job | None = None
-        for job in queue.queued_jobs(self.db, self.config.kinds):
+        queued = queue.queued_jobs(self.db, self.config.kinds)
+        self._forget_gone({j.id for j in queued} | set(self._running))
+        for job in queued:
             kind = KINDS.get(job.kind)
             if kind is not None and kind.exclusive and self._group_running(kind.exclusive):
                 self._tell(job, f"waiting for the {kind.exclusive} job in progress to finish")
@@ -182,7 +184,12 @@ class Worker:
     def _forget_finished(self) -> None:
         for job_id in [i for i, r in self._running.items() if not r.thread.is_alive()]:
             del self._running[job_id]
-            self._demands.pop(job_id, None)
+
+    def _forget_gone(self, current: set[int]) -> None:
+        """Drop what we noted about jobs that are neither queued nor running here any more."""
+        for notes in (self._demands, self._told):
+            for job_id in [i for i in notes if i not in current]:
+                del notes[job_id]
 
     def _budget(self, with_idle_chat: bool = True) -> Budget:
         """Memory in use: each running job's measured peak once it has one, else its estimate; the
