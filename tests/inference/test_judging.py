@@ -118,3 +118,25 @@ def test_reward_models_are_not_offered_or_accepted(db):
     assert judging.candidates(db, SMOLLM2) == [("Base model", "base")]
     with pytest.raises(ChatError, match="reward model"):
         judging.start(db, SMOLLM2, ["base", f"adapter:{adapter_id}"], PROMPTS)
+
+
+def test_export_uses_the_edited_answer_and_leaves_out_what_teaches_nothing(db):
+    from storage.models import Judgement
+
+    def add(pick, a="answer A", b="answer B", edited=None, models=("base", "adapter:1")):
+        with db.session() as s:
+            s.add(Judgement(base_model_ref=SMOLLM2, system="Be brief.", prompt=f"prompt {pick}", model_a=models[0],
+                            model_b=models[1], answer_a=a, answer_b=b, pick=pick, edited=edited, settings={}))
+
+    add("a", edited="a better answer")
+    add("b")
+    add("tie")
+    add("both_bad")
+    add("both_bad", edited="what both should have said")
+    add("a", a="same", b="same")
+    add("b", models=("adapter:1", "adapter:2"))
+    rows, left_out = judging.preference_rows(db, SMOLLM2, ["base", "adapter:1"])
+    assert [(r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in rows] == [
+        ("a better answer", "answer B"), ("answer B", "answer A"), ("what both should have said", "answer A")]
+    assert rows[0]["prompt"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "prompt a"}]
+    assert left_out == {"tie": 1, "both_bad": 1, "same_answers": 1, "other_pair": 1}
