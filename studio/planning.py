@@ -69,6 +69,9 @@ def padding_free_applies(spec: RunSpec, config: dict[str, Any]) -> tuple[bool, s
         return True, "packing: rows packed into cut-off blocks, each with its own positions"
     if not spec.train.padding_free:
         return False, "padding_free is off in the spec: padded batches"
+    method = get_method(spec.method.name)
+    if not method.padding_free:
+        return False, f"{method.label} prepends virtual tokens to each row: batches stay padded"
     if is_vision_config(config):
         # Qwen2.5-VL numbers its 3-D (time, height, width) rope positions per sequence from input_ids and the
         # image grid (get_rope_index); on a joined row it would number them across rows. transformers 5 takes a

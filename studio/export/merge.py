@@ -66,6 +66,12 @@ def load_adapter_on_base(base_path: Path, adapter_path: Path, kind: str, dtype: 
 
 def merge(peft_model: Any) -> Any:
     """Fold the adapter into the base weights; ``safe_merge`` refuses NaNs instead of saving them."""
+    from studio.methods.freeze import unload_whole_modules, wraps_whole_modules
+
+    if wraps_whole_modules(peft_model):  # freeze / full fine-tuning: the trained blocks take the originals' place
+        merged = unload_whole_modules(peft_model, merge=True)
+        merged.eval()
+        return merged
     try:
         merged = peft_model.merge_and_unload(safe_merge=True)
     except ValueError as e:

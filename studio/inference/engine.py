@@ -250,7 +250,14 @@ class ChatEngine:
 
     def _detach_all(self) -> None:
         base = self._require_base()
-        base.model = self._peft.unload()  # removes the adapter layers, restores the original modules
+        from studio.methods.freeze import unload_whole_modules, wraps_whole_modules
+
+        if self._peft.active_peft_config.is_prompt_learning:  # virtual tokens: the base was never changed
+            base.model = self._peft.get_base_model()
+        elif wraps_whole_modules(self._peft):  # freeze / full fine-tuning: peft's unload fails on whole blocks
+            base.model = unload_whole_modules(self._peft, merge=False)
+        else:
+            base.model = self._peft.unload()  # removes the adapter layers, restores the original modules
         self._peft = None
         base.loaded.clear()
 

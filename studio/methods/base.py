@@ -220,6 +220,9 @@ class Method:
     # save_adapter(model, folder, run_dir): write the trained adapter (None: ``model.save_pretrained``);
     # PiSSA/OLoRA convert theirs to a plain LoRA that works on the unmodified base
     save_adapter: Callable[[Any, Any, Any], None] | None = None
+    # padding_free: the method works on padding-free (flattened) batches; prompt methods prepend virtual
+    # tokens per row, which a flattened batch does not have, so they keep padded batches
+    padding_free: bool = True
     # vision: the method trains Qwen2.5-VL too (False: refused for vision-language models)
     vision: bool = True
     # family, as the field teaches it: "reparameterisation" | "additive" | "selective" | "full"

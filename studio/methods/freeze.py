@@ -81,3 +81,27 @@ METHOD = Method(
     family="selective",
     merge_note="The trained blocks replace the base model's blocks in the merged weights.",
 )
+
+
+# -- unloading: peft's LN-tuning unload assigns ``weight`` to the module it puts back, which a decoder block
+# does not have (peft 0.21: AttributeError). Freeze and full fine-tuning wrap whole blocks, so the export's
+# merge and the chat engine's detach put the modules back themselves.
+def wraps_whole_modules(peft_model: Any) -> bool:
+    return str(getattr(peft_model, "peft_type", "")) in ("LN_TUNING", "PeftType.LN_TUNING")
+
+
+def unload_whole_modules(peft_model: Any, merge: bool) -> Any:
+    """The base model with every LN-tuning wrapper replaced by the trained copy (``merge``) or by the
+    original module; peft's bookkeeping is removed, as ``merge_and_unload`` / ``unload`` would."""
+    from peft.tuners.ln_tuning.layer import LNTuningLayer
+
+    model = peft_model.get_base_model()
+    wrapped = [(name, m) for name, m in model.named_modules() if isinstance(m, LNTuningLayer)]
+    for name, wrapper in wrapped:
+        if merge:
+            wrapper.merge()
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, wrapper.get_base_layer())
+    if hasattr(model, "peft_config"):
+        del model.peft_config
+    return model

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field
 
 from studio.methods.base import Explain, Method, MethodSettings, Problem
-from studio.methods.prompt_tuning import virtual_tokens_problems
+from studio.methods.prompt_tuning import prompt_method_problems
 
 if TYPE_CHECKING:
     from studio.spec import RunSpec
@@ -45,7 +45,7 @@ DEFAULT_LEARNING_RATE = 1e-2
 
 
 def validate(spec: "RunSpec", total_steps: int | None = None) -> list[Problem]:
-    return virtual_tokens_problems(spec.method.num_virtual_tokens, spec.train.cutoff_len)
+    return prompt_method_problems(spec)
 
 
 def build_peft_config(spec: "RunSpec", model_info: Any, total_steps: int) -> Any:
@@ -67,5 +67,5 @@ METHOD = Method(
     explain=EXPLAIN, default_learning_rate=DEFAULT_LEARNING_RATE, validate=validate,
     build_peft_config=build_peft_config, estimator_fields=estimator_fields, merges=False,
     merge_note="Prefix tuning adds learned keys and values, not weight changes: there is nothing to merge.",
-    vision=False, family="additive",
+    vision=False, padding_free=False, family="additive",
 )

@@ -47,14 +47,19 @@ DEFAULT_LEARNING_RATE = 1e-2
 
 
 def validate(spec: "RunSpec", total_steps: int | None = None) -> list[Problem]:
-    return virtual_tokens_problems(spec.method.num_virtual_tokens, spec.train.cutoff_len)
+    return prompt_method_problems(spec)
 
 
-def virtual_tokens_problems(tokens: int, cutoff: int) -> list[Problem]:
+def prompt_method_problems(spec: "RunSpec") -> list[Problem]:
+    """Checks shared by prompt tuning, prefix tuning and P-tuning (virtual tokens before each row)."""
+    tokens, cutoff, problems = spec.method.num_virtual_tokens, spec.train.cutoff_len, []
     if tokens >= cutoff // 2:
-        return [Problem("method.num_virtual_tokens", f"{tokens} virtual tokens take half or more of the cut-off "
-                        f"({cutoff} tokens)", "use fewer virtual tokens or a longer cutoff_len")]
-    return []
+        problems.append(Problem("method.num_virtual_tokens", f"{tokens} virtual tokens take half or more of the "
+                                f"cut-off ({cutoff} tokens)", "use fewer virtual tokens or a longer cutoff_len"))
+    if spec.train.packing:
+        problems.append(Problem("train.packing", "packed rows cannot each get their own virtual tokens",
+                                "turn packing off for prompt-style methods"))
+    return problems
 
 
 def build_peft_config(spec: "RunSpec", model_info: Any, total_steps: int) -> Any:
@@ -75,5 +80,5 @@ METHOD = Method(
     name=NAME, label="Prompt tuning", settings_cls=PromptTuningSettings, presets=PRESETS, default_preset="balanced",
     explain=EXPLAIN, default_learning_rate=DEFAULT_LEARNING_RATE, validate=validate,
     build_peft_config=build_peft_config, estimator_fields=estimator_fields, merges=False, merge_note=MERGE_NOTE,
-    vision=False, family="additive",
+    vision=False, padding_free=False, family="additive",
 )

@@ -51,6 +51,13 @@ def labelled_logits_loss(model: Any, inputs: dict[str, Any], num_items_in_batch:
     return loss_sum / torch.as_tensor(count, device=loss_sum.device).clamp(min=1), outputs
 
 
+def is_prompt_learning(model: Any) -> bool:
+    """Prompt tuning, prefix tuning, P-tuning: peft adds virtual tokens instead of changing layers."""
+    while hasattr(model, "module") and not hasattr(model, "active_peft_config"):
+        model = model.module  # DDP
+    return bool(getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False))
+
+
 class StudioSFTTrainer(SFTTrainer):
     method: Any = None  # studio.methods.Method of the run (set by the recipe)
     spec: Any = None
@@ -75,6 +82,11 @@ class StudioSFTTrainer(SFTTrainer):
 
     def _loss(self, model, inputs, return_outputs, num_items_in_batch):
         use_trl = self.trl_loss if self.trl_loss is not None else fused_head_is_compact(self.args.device)
+        if "labels" in inputs and is_prompt_learning(model):
+            # peft prepends virtual tokens and pads the labels to match; neither the labelled-positions
+            # mask below nor TRL's fused head knows about them: the model's own loss, per accumulated batch
+            outputs = model(**inputs, num_items_in_batch=num_items_in_batch, use_cache=False)
+            return (outputs.loss, outputs) if return_outputs else outputs.loss
         if "labels" not in inputs or use_trl:
             return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                         num_items_in_batch=num_items_in_batch)
