@@ -5,6 +5,7 @@ import json
 
 from studio.__main__ import main
 from studio.models import TINY_QWEN_VL_SMALLVOCAB
+from studio.models.builtin import BUILTINS
 
 
 def test_list_shows_builtins_and_whether_prepared(tmp_path, monkeypatch, capsys):
@@ -17,7 +18,7 @@ def test_list_shows_builtins_and_whether_prepared(tmp_path, monkeypatch, capsys)
     assert main(["models", "prepare", TINY_QWEN_VL_SMALLVOCAB]) == 0
     captured = capsys.readouterr()
     folder = captured.out.strip()
-    assert folder == str(tmp_path / "tiny-qwen2.5-vl-smallvocab-v1")
+    assert folder == str(tmp_path / BUILTINS[TINY_QWEN_VL_SMALLVOCAB].folder_name)  # tiny-qwen2.5-vl-smallvocab-v<N>
     assert "[100%]" in captured.err  # stage lines on stderr when not a terminal
 
     assert main(["models", "list"]) == 0
