@@ -72,6 +72,8 @@ def padding_free_applies(spec: RunSpec, config: dict[str, Any]) -> tuple[bool, s
     method = get_method(spec.method.name)
     if not method.padding_free:
         return False, f"{method.label} prepends virtual tokens to each row: batches stay padded"
+    if getattr(spec.method, "num_virtual_tokens", None):  # prompt/prefix tuning, P-tuning
+        return False, (f"{spec.method.name}: its virtual tokens go before each row, so batches stay padded")
     if is_vision_config(config):
         # Qwen2.5-VL numbers its 3-D (time, height, width) rope positions per sequence from input_ids and the
         # image grid (get_rope_index); on a joined row it would number them across rows. transformers 5 takes a

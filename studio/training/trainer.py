@@ -58,6 +58,12 @@ def is_prompt_learning(model: Any) -> bool:
     return bool(getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False))
 
 
+def is_prompt_learning(model: Any) -> bool:
+    """peft prompt/prefix tuning, P-tuning: virtual tokens the labels do not count."""
+    model = getattr(model, "module", model)  # DDP
+    return bool(getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False))
+
+
 class StudioSFTTrainer(SFTTrainer):
     method: Any = None  # studio.methods.Method of the run (set by the recipe)
     spec: Any = None
@@ -82,6 +88,7 @@ class StudioSFTTrainer(SFTTrainer):
 
     def _loss(self, model, inputs, return_outputs, num_items_in_batch):
         use_trl = self.trl_loss if self.trl_loss is not None else fused_head_is_compact(self.args.device)
+        use_trl = use_trl or is_prompt_learning(model)  # virtual tokens lengthen the sequence: TRL pads the labels
         if "labels" in inputs and is_prompt_learning(model):
             # peft prepends virtual tokens and pads the labels to match; neither the labelled-positions
             # mask below nor TRL's fused head knows about them: the model's own loss, per accumulated batch

@@ -151,3 +151,15 @@ def test_sdpa_rows_keeps_rows_apart_by_the_collators_bounds():
                               cu_seq_lens_k=torch.tensor([0, b["input_ids"].shape[1]], dtype=torch.int32))
     assert not torch.allclose(row_logits_flat(tiny_llama, one_span(flat_batch()), 1),
                               row_logits_flat(tiny_llama, one_span(flat_batch(changed)), 1, rows=changed))
+
+
+def test_prompt_learning_models_take_trls_loss():
+    """Prompt tuning lengthens the sequence by its virtual tokens; the labelled-positions loss would
+    misalign, so the trainer leaves those models to TRL (which pads the labels)."""
+    from peft import LoraConfig, PromptTuningConfig, get_peft_model
+
+    from studio.training.trainer import is_prompt_learning
+
+    assert is_prompt_learning(get_peft_model(build_tiny_llama("sdpa"), PromptTuningConfig(task_type="CAUSAL_LM",
+                                                                                          num_virtual_tokens=4)))
+    assert not is_prompt_learning(get_peft_model(build_tiny_llama("sdpa"), LoraConfig(target_modules=["q_proj"])))

@@ -97,3 +97,12 @@ def test_padding_free_for_text_models_only():
     assert on is False and "rope" in why
     assert estimate_request(spec(), config).padding_free is True
     assert estimate_request(spec(QWEN_VL), est.lookup_config(QWEN_VL)).padding_free is False
+
+
+def test_prompt_learning_methods_stay_padded():
+    """Virtual tokens go before each row: a joined row would give them to its first row only."""
+    config = est.lookup_config(QWEN_7B)
+    for method in ("prompt_tuning", "p_tuning", "prefix_tuning"):
+        prompt_spec = RunSpec(model=QWEN_7B, data={"path": "rows.jsonl"}, method=method)
+        on, why = padding_free_applies(prompt_spec, config)
+        assert on is False and "virtual tokens" in why
