@@ -59,8 +59,10 @@ def test_judge_five_prompts_then_scoreboard_export_and_dpo_spec(db, random_adapt
     assert row[4] + row[5] == 3
     message = client.predict("judged pairs", api_name="/judge_export_dataset")
     assert message.startswith("Saved as preference dataset #1 judged pairs (3 pairs)") and "1 tie" in message
-    message, path = client.predict(api_name="/judge_export_jsonl")
-    assert message.startswith("3 pairs written") and path.endswith(".jsonl")
+    message, file = client.predict(api_name="/judge_export_jsonl")
+    assert message.startswith("3 pairs written") and file["visible"] is True
+    with open(file["value"], encoding="utf-8") as fh:  # the download the browser gets
+        assert len(fh.read().splitlines()) == 3
     # (the tab switch is layout: not in the API's outputs)
     message, model, dataset, stage, start_from = client.predict("from the scoreboard", api_name="/train_on_judgements")
     assert message.startswith("DPO on dataset #2 (3 pairs)")

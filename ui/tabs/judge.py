@@ -209,7 +209,7 @@ def render(db: Database, base: gr.Dropdown, settings: dict[str, Any]) -> dict:
                 jsonl_btn = gr.Button(t("judge.export_jsonl"), scale=1)
                 train_btn = gr.Button(t("judge.train"), variant="primary", scale=1, elem_id="judge-train")
             export_msg = gr.Markdown(elem_id="judge-export-message")
-            jsonl_file = gr.File(interactive=False, visible=True)
+            jsonl_file = gr.File(interactive=False, visible=False)
 
     def _start(b, x, y, p, *values):
         yield from start(db, b, x, y, p, dict(zip(settings, values)))
@@ -224,8 +224,11 @@ def render(db: Database, base: gr.Dropdown, settings: dict[str, Any]) -> dict:
     refresh.click(lambda: scoreboard_frame(db), outputs=board, api_name="judge_scoreboard")
     export_btn.click(lambda s, n: export_dataset(db, s, n), inputs=[session, dataset_name], outputs=export_msg,
                      api_name="judge_export_dataset")
-    jsonl_btn.click(lambda s: export_jsonl(db, s), inputs=session, outputs=[export_msg, jsonl_file],
-                    api_name="judge_export_jsonl")
+    def _jsonl(s):
+        message, path = export_jsonl(db, s)
+        return message, gr.update(value=path, visible=path is not None)
+
+    jsonl_btn.click(_jsonl, inputs=session, outputs=[export_msg, jsonl_file], api_name="judge_export_jsonl")
 
     def _base_changed(b):
         options = model_choices(db, b)
