@@ -69,15 +69,15 @@ def main() -> None:
     method.update({"init_r": args.rank * 3 // 2, "target_r": args.rank} if args.method == "adalora" else {"r": args.rank})
     if args.dropout is not None:
         method["dropout"] = args.dropout
-    train = {"max_steps": args.steps, "batch_size": args.batch, "grad_accum": 1, "cutoff_len": args.seq,
-             "precision": args.precision, "save_steps": 10**6, "logging_steps": 1}
+    settings = {"max_steps": args.steps, "batch_size": args.batch, "grad_accum": 1, "cutoff_len": args.seq,
+                "precision": args.precision, "save_steps": 10**6, "logging_steps": 1}
     if args.checkpointing != "auto":
-        train["gradient_checkpointing"] = args.checkpointing == "on"
+        settings["gradient_checkpointing"] = args.checkpointing == "on"
     if args.padding_free != "default":
-        train["padding_free"] = args.padding_free == "on"
+        settings["padding_free"] = args.padding_free == "on"
     with tempfile.TemporaryDirectory(prefix="bench-training-") as tmp:
         rows = write_rows(Path(tmp), args.steps * args.batch)
-        spec = RunSpec(model=args.model, data={"path": str(rows)}, method=method, train=train)
+        spec = RunSpec(model=args.model, data={"path": str(rows)}, method=method, train=settings)
         started = time.monotonic()
         result = train(spec, Path(tmp) / "run", NullReporter())
         total = time.monotonic() - started

@@ -261,7 +261,7 @@ def main() -> None:
               f"{median(runs, 'train_s'):8.1f} {median(runs, 'train_loss'):7.4f} "
               f"{median(runs, 'peak_rss') / 2**30:8.2f}G {100 * tps * per_token / peak:5.1f}% "
               f"{(f'{first:7.1f}s' if first is not None else '      -')}  "
-              f"[{', '.join(f'{r['tokens_per_s']:.1f}' for r in runs)}]")
+              f"[{', '.join(format(r['tokens_per_s'], '.1f') for r in runs)}]")
     for side, runs in results.items():
         print(f"  {side}: {runs[-1]['note']}")
     if "studio" in results and "LF" in results:
