@@ -11,9 +11,9 @@ helps the run along. After the kills the run must finish by itself, and then:
   attempt resumed from) and each attempt resumed from the checkpoint the previous one ended with;
 - it has one adapter; ``PRAGMA integrity_check`` says ok.
 Prints kills, resumes, idle kills (before a new checkpoint), and the seconds lost per kill: from
-the kill until a later attempt has logged the step the run had reached again (step 1 for a kill
-before the first step): restart, reload, retrained steps. With ``--reference``, also the extra wall
-time against the undisturbed run, per kill (which also counts the killed attempts' own start-up).
+the kill until a later attempt has logged a step past the one the run had reached (restart,
+reload, retrained steps, and that one step). With ``--reference``, also the extra wall time
+against the undisturbed run, per kill (which also counts the killed attempts' own start-up).
 
 Kill points are uniform in ``[--kill-min, --kill-max]`` seconds after a worker starts, except that
 after two kills in a row without a new complete checkpoint the bench waits for one: the studio
@@ -163,9 +163,8 @@ def chaos(db, settings, run_id: int, args, env: dict[str, str]) -> list[dict]:
 
 
 class RegainWatch(threading.Thread):
-    """Marks, for each kill, when the run had logged the step it had reached again in a later
-    attempt (the new attempt deletes the metrics after its checkpoint first, so an old row never
-    counts)."""
+    """Marks, for each kill, when a later attempt logged a step past the one the run had reached
+    (the new attempt deletes the metrics after its checkpoint first, so an old row never counts)."""
 
     def __init__(self, db, run_id: int, kills: list[dict]):
         super().__init__(daemon=True)
@@ -181,7 +180,7 @@ class RegainWatch(threading.Thread):
             attempts, step, now = len(get_run(self.db, self.run_id).attempts or []), last_step(self.db, self.run_id), \
                 time.monotonic()
             for k in pending:
-                if attempts > k["attempts"] and step >= max(k["reached_step"], 1):
+                if attempts > k["attempts"] and step > k["reached_step"]:
                     k["regained_at"] = now
 
 
