@@ -204,13 +204,15 @@ def plan_memory(spec: RunSpec, capacity_bytes: int, images: int = 0, data: Any =
 
 
 def estimate_for_device(spec: RunSpec, precision: str, on_gpu: bool, runtime_baseline_bytes: int = 0,
-                        images: int = 0) -> int | None:
+                        images: int = 0, capacity_bytes: int | None = None) -> int | None:
     """The peak the training process should reach on the device it really runs on, comparable with
     what it measures: on GPU the estimator's full peak; on CPU only the parts that exist there,
     plus the process's own footprint before the model was loaded. None when no estimate exists."""
     try:
         config = model_config(spec.model, spec.trust_remote_code)
-        capacity = gpu_total_bytes() if on_gpu else cpu_capacity_bytes()
+        # ``capacity_bytes``: where the caller is not on the training device (the web process, which
+        # must not import torch) it names the GPU to plan for; else this machine's own
+        capacity = capacity_bytes or (gpu_total_bytes() if on_gpu else cpu_capacity_bytes())
         choice = choose_gradient_checkpointing(spec, capacity, on_gpu, config, precision=precision, images=images)
         request = estimate_request(spec, config, images, precision, choice.enabled, on_gpu).with_(dtype=precision)
         if on_gpu:

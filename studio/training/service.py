@@ -184,10 +184,16 @@ def delete_run(db: Any, run_id: int) -> None:
             s.delete(row)
 
 
+QUEUE_TIME_GPU = "RTX 4090 24 GB"  # the Train tab's default card
+
+
 def _estimate(db: Any, spec: RunSpec) -> int | None:
     """The estimator's GPU peak for this spec, shown while the run waits; the job replaces it with
     the estimate for the device it actually trains on. Never blocks a run."""
+    from studio import estimate as est
     from studio.planning import dataset_images_per_sample, estimate_for_device
 
     precision = "bf16" if spec.train.precision == "auto" else spec.train.precision
-    return estimate_for_device(spec, precision, on_gpu=True, images=dataset_images_per_sample(db, spec))
+    card = est.find_card(QUEUE_TIME_GPU)  # no torch here: the web process plans for a typical GPU
+    return estimate_for_device(spec, precision, on_gpu=True, images=dataset_images_per_sample(db, spec),
+                               capacity_bytes=card.capacity_bytes if card else 24 * 2**30)
