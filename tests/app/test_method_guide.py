@@ -62,3 +62,31 @@ def test_train_tab_card_and_table_for_the_form_s_model(smollm2_path):
     assert "IA3" in card and "在此模型上训练的参数" in card
     table = train.methods_table(spec, "en")
     assert table.count("\n") == len(METHODS) + 1 and "| VeRA |" in table
+
+
+def test_advisor_ranks_methods_that_fit_with_reasons():
+    from studio.method_advisor import advise
+    from studio.method_guide import default_spec
+
+    config, spec = est.lookup_config("qwen2.5-7b"), default_spec("Qwen/Qwen2.5-7B-Instruct")
+    card = est.find_card("4090").capacity_bytes
+    small = advise(spec, config, card, rows=500)
+    assert small[0].key == "lora:light" and "500 rows" in small[0].reasons[0]
+    assert all(a.fits != "does not fit" for a in small) and "full" not in {a.method for a in small}
+    t4 = advise(spec, config, est.find_card("T4").capacity_bytes, rows=5_000)
+    assert t4[0].method == "qlora" and "fits only in 4-bit -> QLoRA" in t4[0].reasons
+    big = advise(spec, config, est.find_card("H200").capacity_bytes, rows=50_000)
+    assert big[0].method == "full"
+    vl = advise(spec, est.lookup_config("Qwen/Qwen2.5-VL-7B-Instruct"), card, rows=5_000, vision=True)
+    assert not {a.method for a in vl} & {"prompt_tuning", "prefix_tuning", "p_tuning"}
+
+
+def test_train_tab_advisor_table_and_choices(db):
+    from storage.models import Dataset
+
+    with db.session() as s:
+        s.add(Dataset(id=1, name="five thousand rows", num_rows=5_000, num_train=5_000))
+    spec, _ = train.spec_from_form({"model": "Qwen/Qwen2.5-7B-Instruct", "data.dataset_id": 1, "method.name": "lora"})
+    table, picks = train.advise_view(db, spec, "T4 16 GB", "gpu_card", "zh")
+    assert "5000 rows" in table
+    assert table.startswith("| # | 方法") and picks[0][1] == "qlora:balanced"

@@ -32,6 +32,13 @@ add("tr.trust", "Allow this model's own Python code (trust_remote_code)", "允�
 add("tr.dataset", "Dataset", "数据集")
 add("tr.name", "Run name (optional)", "运行名称（可选）")
 add("tr.method", "Method", "方法")
+add("tr.advisor", "Method advisor: which methods fit this model, device and dataset", "方法顾问：哪些方法适合此模型、设备和数据集")
+add("tr.advise_on", "Device to advise for", "按哪种设备给出建议")
+add("tr.advise", "Rank the methods", "为方法排序")
+add("tr.advice_pick", "Recommended methods (best first)", "推荐的方法（最佳在前）")
+add("tr.apply_advice", "Use this method", "使用此方法")
+add("v.gpu_card", "the GPU chosen above", "上方选择的 GPU")
+add("v.this_cpu", "this machine's CPU (RAM)", "本机 CPU（内存）")
 add("tr.compare_methods", "Compare all methods on this model (default presets, this run's settings)",
     "在此模型上比较所有方法（默认预设，本次运行的设置）")
 add("tr.preset", "Preset (a starting point, not a rule)", "预设（起点而非规定）")
@@ -235,6 +242,43 @@ def config_or_none(model_ref: str, trust_remote_code: bool = False) -> dict | No
         return model_config(model_ref, trust_remote_code)
     except Exception:  # noqa: BLE001 - the memory view reports why; the cards then carry no numbers
         return None
+
+
+ADVISOR_COLUMNS = {"en": ["#", "Method", "Preset", "Memory", "Trainable", "Why"],
+                   "zh": ["#", "方法", "预设", "显存", "可训练参数", "原因"]}
+
+
+def advise_view(db: Database, spec: RunSpec | None, card_name: str, device: str,
+                lang: str = "en") -> tuple[str, list[tuple[str, str]]]:
+    """(markdown table of the ranked methods, radio choices ``method:preset``) for the form's run."""
+    from studio.method_advisor import advise
+    from studio.method_guide import gib, label, millions
+    from studio.planning import cpu_capacity_bytes
+
+    if spec is None:
+        return "Fix the settings first.", []
+    config = config_or_none(spec.model, spec.trust_remote_code)
+    if config is None:
+        return f"No config.json for {spec.model}: cannot advise.", []
+    capacity = cpu_capacity_bytes() if device == "this_cpu" else \
+        (est.find_card(card_name or DEFAULT_CARD) or est.find_card(DEFAULT_CARD)).capacity_bytes
+    rows, stats = None, dataset_statistics(db, spec)
+    if spec.data.dataset_id:
+        try:
+            rows = datasets.get_dataset(db, spec.data.dataset_id).num_train or None
+        except LookupError:
+            rows = None
+    mean_tokens = (stats or {}).get("mean_tokens")
+    ranked = advise(spec, config, capacity, rows, mean_tokens, vision=bool(config.get("vision_config")))
+    if not ranked:
+        return "No method fits this device with these settings: lower the cut-off or the batch size.", []
+    head = ADVISOR_COLUMNS["zh" if lang == "zh" else "en"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for i, a in enumerate(ranked[:8], 1):
+        lines.append(f"| {i} | {label(METHODS[a.method], lang)} | {a.preset} | {gib(a.peak_bytes, lang)} ({a.fits}) | "
+                     f"{millions(a.trainable)} | {'; '.join(a.reasons)} |")
+    picks = [(f"{i}. {label(METHODS[a.method], lang)} ({a.preset})", a.key) for i, a in enumerate(ranked[:5], 1)]
+    return "\n".join(lines), picks
 
 
 def language(request: gr.Request | None) -> str:
@@ -456,6 +500,15 @@ def render(db: Database, tabs: gr.Tabs | None = None) -> dict:
             explanation = gr.Markdown(explain_markdown("lora"), elem_id="train-method-card")
             with gr.Accordion(t("tr.compare_methods"), open=False):
                 comparison = gr.Markdown(elem_id="train-method-table")
+            with gr.Accordion(t("tr.advisor"), open=False, elem_id="train-advisor"):
+                with gr.Row():
+                    advise_device = gr.Radio(label=t("tr.advise_on"), value="gpu_card",
+                                             choices=[(t("v.gpu_card"), "gpu_card"), (t("v.this_cpu"), "this_cpu")])
+                    advise_btn = gr.Button(t("tr.advise"), scale=0)
+                advice_table = gr.Markdown(elem_id="train-advice")
+                with gr.Row():
+                    advice_pick = gr.Radio(label=t("tr.advice_pick"), choices=[], elem_id="train-advice-pick")
+                    apply_btn = gr.Button(t("tr.apply_advice"), scale=0, elem_id="train-apply-advice")
             with gr.Accordion(t("tr.stage"), open=False, elem_id="train-stage-box"):
                 gr.Markdown(t("tr.stage_intro"))
                 stage_boxes = _stage_controls(form, db)
@@ -499,18 +552,36 @@ def render(db: Database, tabs: gr.Tabs | None = None) -> dict:
         values = method_widget_values(method, preset)
         return [gr.update(value=values[p]) if p in values else gr.update() for p in method_paths]
 
-    def _method(method):
+    def _method(method, preset):
         m = METHODS[method]
-        # the card (with this model's numbers) follows through _refresh, which every field change triggers
-        return (gr.update(choices=list(m.presets), value=m.default_preset),
+        # the card (with this model's numbers) follows through _refresh, which every field change triggers;
+        # a preset set together with the method (the advisor's choice) is kept
+        return (gr.update(choices=list(m.presets), value=preset if preset in m.presets else m.default_preset),
                 *[gr.update(visible=method in owners) for owners in groups], gr.update(value=m.default_learning_rate))
 
     form.fields["method.name"].change(
-        _method, inputs=form.fields["method.name"],
+        _method, inputs=[form.fields["method.name"], form.fields["method.preset"]],
         outputs=[form.fields["method.preset"], *groups.values(), form.fields["train.learning_rate"]],
         api_name="choose_method")
     form.fields["method.preset"].change(_preset, inputs=[form.fields["method.name"], form.fields["method.preset"]],
                                         outputs=[form.fields[p] for p in method_paths], api_visibility="private")
+
+    def _advise(data, request: gr.Request = None):
+        spec, _ = spec_from_form(form.values(data))
+        table, picks = advise_view(db, spec, data.get(form.card), data.get(advise_device), language(request))
+        return table, gr.update(choices=picks, value=picks[0][1] if picks else None)
+
+    advise_btn.click(_advise, inputs={*form.inputs, advise_device}, outputs=[advice_table, advice_pick],
+                     api_name="advise_methods")
+
+    def _apply(key):
+        if not key:
+            return gr.update(), gr.update()
+        method, preset = key.split(":", 1)
+        return gr.update(value=method), gr.update(choices=list(METHODS[method].presets), value=preset)
+
+    apply_btn.click(_apply, inputs=advice_pick, outputs=[form.fields["method.name"], form.fields["method.preset"]],
+                    api_name="apply_advice")
 
     form.fields["stage.name"].change(lambda stage: stage_visibility(stage, stage_boxes),
                                      inputs=form.fields["stage.name"], outputs=list(stage_boxes.values()),
