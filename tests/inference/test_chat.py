@@ -119,3 +119,18 @@ def test_a_queued_message_says_it_waits_for_the_training_run(db):
     assert service.stop(db, job_id) == JobStatus.CANCELLED  # stopping a queued message frees the chat
     assert service.get_chat(db, chat_id)["pending_job_id"] is None
     service.send_message(db, chat_id, "Hello again?")
+
+
+def test_a_chat_that_does_not_fit_beside_a_run_shows_the_workers_reason(db):
+    from jobs.devices import CPU, Device
+    from jobs.worker import Worker, WorkerConfig
+
+    chat_id = service.create_chat(db, SMOLLM2, [], GREEDY)
+    job_id = service.send_message(db, chat_id, "Hello?")
+    worker = Worker(db, WorkerConfig(devices=[Device(CPU, 0, 200 * 2 ** 20)]))  # less than SmolLM2 needs
+
+    assert worker.schedule() == []
+
+    state = service.poll(db, job_id)
+    assert state["status"] == JobStatus.QUEUED
+    assert state["message"].startswith("waiting for the CPU: needs ") and "can never fit there" in state["message"]
