@@ -32,7 +32,7 @@ from studio.training.compat import checkpointing_args
 from studio.training.device import has_cuda, peak_memory_bytes, reset_peak_memory
 from studio.training.recipe import (ADAPTER, CHECKPOINTS, METRICS_FILE, SPEC_FILE, TrainResult, _first, _last,
                                     atomic_dir, load_base_model, model_summary, prepare_model_files, resolve_spec,
-                                    write_text_atomic)
+                                    save_adapter, write_text_atomic)
 from studio.training.reporting import Reporter
 
 # -- 3. data -----------------------------------------------------------------------------------------
@@ -255,7 +255,7 @@ def train(spec: RunSpec, run_dir: Path, reporter: Reporter, db: Any = None, is_m
         final_loss=_last(history, "loss"), final_eval_loss=None, first_loss=_first(history, "loss"),
         peak_memory_bytes=peak_memory_bytes(), seconds_to_first_step=first_step.seconds,
         train_seconds=train_seconds, tokens_per_s=None, data=data_stats, model=model_summary(trainer.model),
-        speed={"stage": spec.stage.name, "reference": reference_note(spec)})
+        speed={"stage": spec.stage.name, "reference": reference_note(spec, trainer)})
     if progress.cancelled:
         return result
 
@@ -268,7 +268,7 @@ def train(spec: RunSpec, run_dir: Path, reporter: Reporter, db: Any = None, is_m
     if is_main:
         reporter.stage("save", "saving the adapter", fraction=0.5)
         with atomic_dir(run_dir / ADAPTER) as stage:
-            trainer.model.save_pretrained(stage, selected_adapters=["default"])  # not TRL's frozen "ref" copy
+            save_policy(spec, trainer.model, stage, run_dir)
         result.adapter_dir = str(run_dir / ADAPTER)
         result.peak_memory_bytes = peak_memory_bytes()
         write_text_atomic(run_dir / METRICS_FILE, json.dumps({"summary": result.to_dict(), "log_history": history},
@@ -277,9 +277,21 @@ def train(spec: RunSpec, run_dir: Path, reporter: Reporter, db: Any = None, is_m
     return result
 
 
-def reference_note(spec: RunSpec) -> str:
+def save_policy(spec: RunSpec, model: Any, folder: Path, run_dir: Path) -> None:
+    """The trained adapter only: never TRL's frozen "ref" copy of a continued adapter; a new one
+    is saved as the method saves it (PiSSA/OLoRA become plain LoRA)."""
+    peft_config = getattr(model, "peft_config", None)
+    if isinstance(peft_config, dict) and "ref" in peft_config:
+        model.save_pretrained(folder, selected_adapters=["default"])
+    else:
+        save_adapter(spec, model, folder, run_dir)
+
+
+def reference_note(spec: RunSpec, trainer: Any) -> str:
     if spec.stage.name == "reward":
         return "none (a reward model is not regularised against a reference)"
+    if getattr(trainer, "ref_model", None) is not None:
+        return "a frozen copy of the model (the method trains the weights themselves, so there is no adapter to turn off)"
     if spec.stage.start_from:
         return f"the adapter it continues ({spec.stage.start_from}), kept frozen as TRL's 'ref' adapter"
     return "the base model with the adapter disabled (no second copy of the weights)"
