@@ -28,6 +28,8 @@ from typing import Any, Iterator
 
 from storage.workspace import atomic_write_text as write_text_atomic  # noqa: F401  (distributed.py uses it too)
 from studio.methods import get_method
+from studio.threads import configured_threads, torch_threads
+from studio.training.compat import checkpointing_args
 from studio.training import checkpoints
 from studio.training.device import peak_memory_bytes, reset_peak_memory, resolve_precision, torch_dtype
 from studio.training.reporting import Reporter
@@ -62,26 +64,9 @@ class TrainResult:
         return asdict(self)
 
 
-THREADS_ENV = "FTS_TORCH_THREADS"
-
-
-@contextlib.contextmanager
-def thread_limit() -> Iterator[None]:
-    """``FTS_TORCH_THREADS=n`` caps PyTorch's CPU threads while training. On a CPU shared with
-    other busy processes, OpenMP threads that spin-wait for each other can make a step 5-10x
-    slower than one thread would; the default (all cores) is right on a machine of its own."""
-    value = os.environ.get(THREADS_ENV)
-    if not value:
-        yield
-        return
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(value)))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+def thread_limit():
+    """``FTS_TORCH_THREADS`` caps PyTorch's CPU threads while training (``studio.threads``)."""
+    return torch_threads(configured_threads())
 
 
 # -- 1. the resolved spec -------------------------------------------------------------------------------
@@ -211,8 +196,8 @@ def sft_config(spec: RunSpec, output_dir: Path, has_eval: bool) -> Any:
         lr_scheduler_kwargs={"min_lr_rate": 0.1} if t.lr_scheduler == "cosine_with_min_lr" else None,
         weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm,
         bf16=t.precision == "bf16", fp16=t.precision == "fp16", use_cpu=not has_cuda(),
-        activation_checkpointing=bool(t.gradient_checkpointing),  # transformers 5's name; "auto" decided before
-        activation_checkpointing_kwargs={"use_reentrant": False},  # reentrant needs inputs that require grads
+        # "auto" was decided before; non-reentrant: reentrant needs inputs that require grads
+        **checkpointing_args(bool(t.gradient_checkpointing), {"use_reentrant": False}),
         seed=t.seed, data_seed=t.seed,
         # rows are cut at the cut-off when tokenised; TRL refuses max_length with padding-free batches
         max_length=None if padding_free and not t.packing else t.cutoff_len,
