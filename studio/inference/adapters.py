@@ -105,7 +105,10 @@ def check_fits(model: Any, adapter: AdapterRef) -> None:
         return  # a .bin adapter: peft's own loading reports problems
     from safetensors import safe_open
 
-    modules = dict(model.named_modules())
+    modules: dict[str, Any] = {}
+    for name, module in model.named_modules():
+        # an attached adapter that wraps whole blocks (freeze/full tuning) puts ".base_layer" inside the names
+        modules.setdefault(name.replace(".base_layer", ""), module)
     with safe_open(str(weights), framework="pt") as f:
         for key in f.keys():
             found = _lora_key(key)
