@@ -133,3 +133,31 @@ def test_qlora_kernel_check_passes_where_bitsandbytes_computes_correctly(precisi
     if precision == "bf16" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         precision = "fp32"  # bf16 is refused on CPUs without it before this check runs
     assert kernel_problems(precision) == []
+
+
+def test_model_checks_of_oft_and_freeze_read_the_models_config():
+    oft, freeze = METHODS["oft"], METHODS["freeze"]
+    assert oft.model_problems(spec_for("oft", block_size=32), TEXT) == []  # 576 and 1536 are multiples of 32
+    problem = oft.model_problems(spec_for("oft", block_size=40), TEXT)[0]
+    assert problem.field == "method.block_size" and "hidden_size 576" in problem.message
+    assert freeze.model_problems(spec_for("freeze", last_blocks=30), TEXT) == []
+    assert freeze.model_problems(spec_for("freeze", last_blocks=31), TEXT)[0].field == "method.last_blocks"
+
+
+@pytest.mark.parametrize("name", ["prompt_tuning", "prefix_tuning", "p_tuning"])
+def test_prompt_methods_refuse_packing_and_too_many_virtual_tokens(name):
+    m = METHODS[name]
+    spec = RunSpec(model="builtin:smollm2-135m-instruct", data={"path": "x.jsonl"},
+                   method={"name": name, "num_virtual_tokens": 300}, train={"cutoff_len": 512, "packing": True})
+    assert {p.field for p in m.validate(spec, 10)} == {"method.num_virtual_tokens", "train.packing"}
+    assert not m.merges and not m.vision and not m.padding_free
+
+
+def test_full_fine_tuning_keeps_a_tied_embedding_frozen_and_trains_an_untied_one():
+    full = METHODS["full"]
+    tied = full.build_peft_config(spec_for("full"), TEXT, 10).target_modules
+    untied_facts = ModelFacts(kind="text", model_type="llama", config={**SMOLLM2_CONFIG, "tie_word_embeddings": False})
+    untied = full.build_peft_config(spec_for("full"), untied_facts, 10).target_modules
+    assert not re.fullmatch(tied, "model.embed_tokens") and re.fullmatch(untied, "model.embed_tokens")
+    assert re.fullmatch(tied, "model.layers.29") and re.fullmatch(tied, "model.norm")
+    assert not re.fullmatch(tied, "model.layers.29.self_attn") and not re.fullmatch(untied, "model.visual.blocks.0")
