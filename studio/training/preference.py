@@ -18,7 +18,6 @@ it keeps a frozen copy of that adapter's (small) weights as the "ref" adapter an
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -30,9 +29,9 @@ from studio.spec.stages import start_from_parts
 from studio.training import checkpoints
 from studio.training.compat import checkpointing_args
 from studio.training.device import has_cuda, peak_memory_bytes, reset_peak_memory
-from studio.training.recipe import (ADAPTER, CHECKPOINTS, METRICS_FILE, SPEC_FILE, TrainResult, _first, _last,
-                                    atomic_dir, load_base_model, model_summary, prepare_model_files, resolve_spec,
-                                    save_adapter, write_text_atomic)
+from studio.training.recipe import (CHECKPOINTS, SPEC_FILE, TrainResult, _first, _last,
+                                    load_base_model, model_summary, prepare_model_files, resolve_spec,
+                                    save_adapter, save_outputs, write_text_atomic)
 from studio.training.reporting import Reporter
 
 # -- 3. data -----------------------------------------------------------------------------------------
@@ -266,14 +265,7 @@ def train(spec: RunSpec, run_dir: Path, reporter: Reporter, db: Any = None, is_m
         result.final_eval_loss = evaluation.get("eval_loss")
         history.append({**evaluation, "step": state.global_step})
     if is_main:
-        reporter.stage("save", "saving the adapter", fraction=0.5)
-        with atomic_dir(run_dir / ADAPTER) as stage:
-            save_policy(spec, trainer.model, stage, run_dir)
-        result.adapter_dir = str(run_dir / ADAPTER)
-        result.peak_memory_bytes = peak_memory_bytes()
-        write_text_atomic(run_dir / METRICS_FILE, json.dumps({"summary": result.to_dict(), "log_history": history},
-                                                             indent=2, default=str))
-        reporter.stage("save", "adapter saved", fraction=1.0)
+        save_outputs(run_dir, result, history, reporter, lambda stage: save_policy(spec, trainer.model, stage, run_dir))
     return result
 
 

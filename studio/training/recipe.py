@@ -364,13 +364,19 @@ def _train(spec: RunSpec, run_dir: Path, reporter: Reporter, db: Any, is_main: b
             reporter.stage("save", "evaluating", fraction=0.0)
             result.final_eval_loss = trainer.evaluate().get("eval_loss")
     if is_main:
-        reporter.stage("save", "saving the adapter", fraction=0.5)
-        with atomic_dir(run_dir / ADAPTER) as stage:
-            save_adapter(spec, trainer.model, stage, run_dir)
-        result.adapter_dir = str(run_dir / ADAPTER)
-        result.peak_memory_bytes = peak_memory_bytes()
-        write_text_atomic(run_dir / METRICS_FILE, json.dumps({"summary": result.to_dict(), "log_history": history},
-                                                             indent=2, default=str))
-        reporter.stage("save", "adapter saved", fraction=1.0)
+        save_outputs(run_dir, result, history, reporter, lambda stage: save_adapter(spec, trainer.model, stage, run_dir))
     return result
+
+
+def save_outputs(run_dir: Path, result: "TrainResult", history: list, reporter: Reporter, save: Any) -> None:
+    """The adapter (``save(folder)`` into a folder renamed into place when complete) and metrics.json:
+    the last step of every stage's recipe."""
+    reporter.stage("save", "saving the adapter", fraction=0.5)
+    with atomic_dir(run_dir / ADAPTER) as stage:
+        save(stage)
+    result.adapter_dir = str(run_dir / ADAPTER)
+    result.peak_memory_bytes = peak_memory_bytes()
+    write_text_atomic(run_dir / METRICS_FILE, json.dumps({"summary": result.to_dict(), "log_history": history},
+                                                         indent=2, default=str))
+    reporter.stage("save", "adapter saved", fraction=1.0)
 
