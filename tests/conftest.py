@@ -125,3 +125,20 @@ def tiny_vl_small_path(model_cache) -> Path:
     from studio.models import TINY_QWEN_VL_SMALLVOCAB
 
     return _prepared(TINY_QWEN_VL_SMALLVOCAB, model_cache)
+
+
+@pytest.fixture(scope="session")
+def random_adapter_dir(smollm2_path, tmp_path_factory):
+    """A LoRA adapter with random (not zero) B matrices: it changes the answers without training."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from studio.models import load_model
+
+    torch.manual_seed(0)
+    model = load_model(smollm2_path, "text", dtype=torch.float32)
+    peft = get_peft_model(model, LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj"],
+                                            init_lora_weights=False))
+    folder = tmp_path_factory.mktemp("random-adapter")
+    peft.save_pretrained(folder)
+    return folder

@@ -14,22 +14,6 @@ PROMPTS = ["Name a colour.", "Say hello.", "What is 2+2?", "Name an animal.", "G
 SETTINGS = ["", 8, 0.0, 1.0, 0, 1.0, 0, 512 * 512]
 
 
-@pytest.fixture(scope="module")
-def random_adapter_dir(smollm2_path, tmp_path_factory):
-    import torch
-    from peft import LoraConfig, get_peft_model
-
-    from studio.models import load_model
-
-    torch.manual_seed(0)
-    model = load_model(smollm2_path, "text", dtype=torch.float32)
-    peft = get_peft_model(model, LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj"],
-                                            init_lora_weights=False))
-    folder = tmp_path_factory.mktemp("random-adapter")
-    peft.save_pretrained(folder)
-    return folder
-
-
 @pytest.fixture
 def worker(db):
     from jobs.worker import Worker, WorkerConfig

@@ -18,23 +18,6 @@ from tests.inference.helpers import add_adapter, answer
 PROMPTS = ["Name a colour.", "Say hello.", "What is 2+2?", "Name an animal.", "Give me a word."]
 
 
-@pytest.fixture(scope="session")
-def random_adapter_dir(smollm2_path, tmp_path_factory):
-    """A LoRA adapter with random (not zero) B matrices: it changes the answers without training."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-
-    from studio.models import load_model
-
-    torch.manual_seed(0)
-    model = load_model(smollm2_path, "text", dtype=torch.float32)
-    peft = get_peft_model(model, LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj"],
-                                            init_lora_weights=False))
-    folder = tmp_path_factory.mktemp("random-adapter")
-    peft.save_pretrained(folder)
-    return folder
-
-
 def test_judge_five_prompts_blind_then_score_and_export(db, services, random_adapter_dir, tmp_path):
     adapter_id = add_adapter(db, random_adapter_dir, SMOLLM2, "random-lora")
     adapter = f"adapter:{adapter_id}"
