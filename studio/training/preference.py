@@ -18,7 +18,6 @@ it keeps a frozen copy of that adapter's (small) weights as the "ref" adapter an
 """
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -27,11 +26,10 @@ from studio.methods import get_method
 from studio.spec import RunSpec, plan_total_steps
 from studio.spec.stages import start_from_parts
 from studio.training import checkpoints
-from studio.training.compat import checkpointing_args
-from studio.training.device import has_cuda, peak_memory_bytes, reset_peak_memory
+from studio.training.device import peak_memory_bytes, reset_peak_memory
 from studio.training.recipe import (CHECKPOINTS, SPEC_FILE, TrainResult, _first, _last,
                                     load_base_model, model_summary, prepare_model_files, resolve_spec,
-                                    save_adapter, save_outputs, write_text_atomic)
+                                    save_adapter, save_outputs, trainer_args, write_text_atomic)
 from studio.training.reporting import Reporter
 
 # -- 3. data -----------------------------------------------------------------------------------------
@@ -151,24 +149,9 @@ def load_policy(spec: RunSpec, info: Any, path: Path, tokenizer: Any, db: Any) -
 
 # -- 5. trainer ------------------------------------------------------------------------------------------
 def common_args(spec: RunSpec, output_dir: Path, has_eval: bool) -> dict[str, Any]:
-    t = spec.train
-    return dict(
-        output_dir=str(output_dir),
-        num_train_epochs=t.epochs, max_steps=t.max_steps or -1,
-        per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.batch_size,
-        gradient_accumulation_steps=t.grad_accum,
-        learning_rate=t.learning_rate, lr_scheduler_type=t.lr_scheduler, warmup_steps=t.warmup_ratio,
-        lr_scheduler_kwargs={"min_lr_rate": 0.1} if t.lr_scheduler == "cosine_with_min_lr" else None,
-        weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm,
-        bf16=t.precision == "bf16", fp16=t.precision == "fp16", use_cpu=not has_cuda(),
-        **checkpointing_args(t.gradient_checkpointing is True, {"use_reentrant": False}),
-        seed=t.seed, data_seed=t.seed, max_length=t.cutoff_len,
-        logging_steps=t.logging_steps, logging_first_step=True,
-        eval_strategy="steps" if has_eval and t.eval_steps else "no", eval_steps=t.eval_steps,
-        save_strategy="steps", save_steps=t.save_steps, save_total_limit=None,
-        remove_unused_columns=False, dataloader_num_workers=0, report_to="none", disable_tqdm=True,
-        ddp_backend="gloo" if not has_cuda() and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
-    )
+    # "auto" checkpointing counts as off for the preference stages (not decided by the estimator here)
+    return {**trainer_args(spec, output_dir, has_eval, spec.train.gradient_checkpointing is True),
+            "max_length": spec.train.cutoff_len}
 
 
 def trainer_for(spec: RunSpec, model: Any, peft_config: Any, tokenizer: Any, train_ds: Any, eval_ds: Any,

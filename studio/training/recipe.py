@@ -180,14 +180,12 @@ def load_base_model(spec: RunSpec, info: Any, path: Path, precision: str, attent
 
 
 # -- 5. trainer -----------------------------------------------------------------------------------------
-def sft_config(spec: RunSpec, output_dir: Path, has_eval: bool) -> Any:
-    from trl import SFTConfig
-
+def trainer_args(spec: RunSpec, output_dir: Path, has_eval: bool, checkpointing: bool) -> dict[str, Any]:
+    """The Trainer arguments every stage shares (SFT here, DPO/KTO/reward in ``preference``)."""
     from studio.training.device import has_cuda
 
     t = spec.train
-    padding_free = bool(t.padding_free or t.packing)  # decide_speed has turned it off where it cannot apply
-    return SFTConfig(
+    return dict(
         output_dir=str(output_dir),
         num_train_epochs=t.epochs, max_steps=t.max_steps or -1,
         per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.batch_size,
@@ -196,24 +194,34 @@ def sft_config(spec: RunSpec, output_dir: Path, has_eval: bool) -> Any:
         lr_scheduler_kwargs={"min_lr_rate": 0.1} if t.lr_scheduler == "cosine_with_min_lr" else None,
         weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm,
         bf16=t.precision == "bf16", fp16=t.precision == "fp16", use_cpu=not has_cuda(),
-        # "auto" was decided before; non-reentrant: reentrant needs inputs that require grads
-        **checkpointing_args(bool(t.gradient_checkpointing), {"use_reentrant": False}),
+        # non-reentrant: reentrant needs inputs that require grads
+        **checkpointing_args(checkpointing, {"use_reentrant": False}),
         seed=t.seed, data_seed=t.seed,
-        # rows are cut at the cut-off when tokenised; TRL refuses max_length with padding-free batches
-        max_length=None if padding_free and not t.packing else t.cutoff_len,
-        packing=t.packing, packing_strategy="bfd", padding_free=padding_free,
         logging_steps=t.logging_steps, logging_first_step=True,
         eval_strategy="steps" if has_eval and t.eval_steps else "no", eval_steps=t.eval_steps,
         save_strategy="steps", save_steps=t.save_steps,
         save_total_limit=None,  # rotation is ours: it must never delete the last *complete* checkpoint
-        # a padding-free batch has no padding (and no attention mask to count it by): count every token
-        include_num_input_tokens_seen="all" if padding_free else "non_padding",
         remove_unused_columns=False,  # the VL collator needs its own columns
         dataloader_num_workers=0,
         report_to="none", disable_tqdm=True,
-        ddp_find_unused_parameters=False if spec.vision.vision_tower == "frozen" else None,
         # CPU processes talk over gloo (torchrun sets WORLD_SIZE; a single process must not ask for it)
         ddp_backend="gloo" if not has_cuda() and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
+    )
+
+
+def sft_config(spec: RunSpec, output_dir: Path, has_eval: bool) -> Any:
+    from trl import SFTConfig
+
+    t = spec.train
+    padding_free = bool(t.padding_free or t.packing)  # decide_speed has turned it off where it cannot apply
+    return SFTConfig(
+        **trainer_args(spec, output_dir, has_eval, bool(t.gradient_checkpointing)),  # "auto" was decided before
+        # rows are cut at the cut-off when tokenised; TRL refuses max_length with padding-free batches
+        max_length=None if padding_free and not t.packing else t.cutoff_len,
+        packing=t.packing, packing_strategy="bfd", padding_free=padding_free,
+        # a padding-free batch has no padding (and no attention mask to count it by): count every token
+        include_num_input_tokens_seen="all" if padding_free else "non_padding",
+        ddp_find_unused_parameters=False if spec.vision.vision_tower == "frozen" else None,
     )
 
 

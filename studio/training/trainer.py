@@ -58,12 +58,6 @@ def is_prompt_learning(model: Any) -> bool:
     return bool(getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False))
 
 
-def is_prompt_learning(model: Any) -> bool:
-    """peft prompt/prefix tuning, P-tuning: virtual tokens the labels do not count."""
-    model = getattr(model, "module", model)  # DDP
-    return bool(getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False))
-
-
 class StudioSFTTrainer(SFTTrainer):
     method: Any = None  # studio.methods.Method of the run (set by the recipe)
     spec: Any = None
