@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench_training import ALPACA, write_rows  # noqa: E402
+from bench_training import write_rows  # noqa: E402
 
 
 def load_rows(n: int, cutoff: int, tokenizer):

@@ -10,7 +10,7 @@ import zipfile
 import pytest
 
 from studio.datasets import DatasetImportError, ImportOptions, RowLimits, import_dataset, read_canonical
-from tests.datasets.helpers import jpeg_bytes, nothing_written, png_bytes, write, write_json, write_jsonl, zip_with
+from tests.datasets.helpers import jpeg_bytes, nothing_written, png_bytes, write, write_json, write_jsonl
 
 
 def refused(db, path, options=None):

@@ -2,7 +2,6 @@
 that are bare lists of turns, bare image parts with a row-level images list, Alpaca with images."""
 from __future__ import annotations
 
-import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
