@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from studio.datasets.canonical import Draft
-from studio.datasets.formats.alpaca import place_images
-from studio.datasets.formats.base import Context, image_refs, missing_fields, system_turn
+from studio.datasets.formats.base import Context, missing_fields
+from studio.datasets.formats.preference import with_system_and_images
 from studio.datasets.preference import KTO, answer_turns, join_prompt, label_value, prompt_turns
 
 NAME = "kto"
@@ -34,8 +34,5 @@ def convert(row: dict[str, Any], ctx: Context) -> Draft | None:
     if joined is None:
         return None
     turns, answers = joined
-    if not turns or turns[0].role != "system":
-        turns = system_turn(row, ctx) + turns
-    images = image_refs(row.get("images"), "images", ctx)
-    place_images(turns, images)
+    turns, images = with_system_and_images(row, turns, ctx)
     return Draft(turns, images, extra={"label": label}, kind=KIND, branches=answers)

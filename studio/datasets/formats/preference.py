@@ -35,8 +35,14 @@ def convert(row: dict[str, Any], ctx: Context) -> Draft | None:
     if joined is None:
         return None
     turns, answers = joined
+    turns, images = with_system_and_images(row, turns, ctx)
+    return Draft(turns, images, kind=KIND, branches=answers)
+
+
+def with_system_and_images(row: dict[str, Any], turns: list, ctx: Context) -> tuple[list, list]:
+    """The row's ``system`` before the prompt (unless it has one) and its ``images`` placed in it."""
     if not turns or turns[0].role != "system":
         turns = system_turn(row, ctx) + turns
     images = image_refs(row.get("images"), "images", ctx)
     place_images(turns, images)
-    return Draft(turns, images, kind=KIND, branches=answers)
+    return turns, images
