@@ -100,6 +100,9 @@ class VisionSettings(_Strict):
 
 class RunSpec(_Strict):
     name: str | None = Field(None, max_length=200)
+    group: str | None = Field(None, max_length=64, pattern=r"^[\w.-]+$",
+                              description="comparison group: the runs one 'compare methods' action started share "
+                                          "it (studio.method_compare); nothing else reads it")
     model: str = Field(..., min_length=1, description="a model ref: builtin:..., a Hub id or a local folder")
     trust_remote_code: bool = Field(False, description="run Python code shipped with the model (opt-in)")
     data: DataSpec
