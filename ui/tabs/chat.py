@@ -20,7 +20,7 @@ from studio.inference.errors import ChatError
 from studio.inference.settings import MAX_ADAPTERS, ChatSettings, SettingsError
 from studio.training import history
 from ui import spec_widgets
-from ui.i18n import add, choices, t
+from ui.i18n import add, choices, localize, t
 
 POLL_S = 0.2
 JOB_TIMEOUT_S = 6 * 3600  # a chat may wait behind a long training run; the page stops following after this
@@ -71,7 +71,8 @@ def base_choices(db: Database) -> list[tuple[str, str]]:
 
 
 def adapter_choices(db: Database, base_ref: str | None) -> list[tuple[str, int]]:
-    return [(a["label"], a["id"]) for a in history.adapters(db, base_ref or None)]
+    """The adapters that write answers: a reward model only scores them (it has no pane)."""
+    return [(a["label"], a["id"]) for a in history.adapters(db, base_ref or None) if a["stage"] != "reward"]
 
 
 def _content(part: dict[str, Any], db: Database) -> Any:
@@ -221,13 +222,13 @@ def saved_choices(db: Database) -> list[tuple[str, int]]:
     return [(f"#{c['id']} {c['title'] or 'untitled'} ({c['kind']})", c["id"]) for c in chat.list_chats(db)]
 
 
-def compare_frame(db: Database, chat_id: int) -> pd.DataFrame:
+def compare_frame(db: Database, chat_id: int, request: gr.Request | None = None) -> pd.DataFrame:
     table = chat.compare_table(db, chat_id)
-    return pd.DataFrame(table["rows"], columns=table["headers"])
+    return localize(pd.DataFrame(table["rows"], columns=table["headers"]), request)
 
 
 def run_compare(db: Database, base_ref, adapter_ids, prompts_text, dataset_id, split, limit,
-                settings_values: dict[str, Any]):
+                settings_values: dict[str, Any], request: gr.Request | None = None):
     """Generator: queue the comparison and fill the table as answers arrive."""
     prompts = [p for p in (prompts_text or "").splitlines() if p.strip()]
     try:
@@ -240,9 +241,9 @@ def run_compare(db: Database, base_ref, adapter_ids, prompts_text, dataset_id, s
         yield f"⚠️ {e}", gr.update(), None, None
         return
     for state in activity.poll_until(lambda: chat.poll(db, job_id), lambda st: st["done"], 1.0, JOB_TIMEOUT_S):
-        yield state["message"], compare_frame(db, chat_id), None, None
+        yield state["message"], compare_frame(db, chat_id, request), None, None
     note = f"⚠️ {state['error']}" if state["error"] else f"Comparison #{chat_id} saved."
-    yield (note, compare_frame(db, chat_id), str(chat.export_compare(db, chat_id, "csv")),
+    yield (note, compare_frame(db, chat_id, request), str(chat.export_compare(db, chat_id, "csv")),
            str(chat.export_compare(db, chat_id, "jsonl")))
 
 
@@ -333,8 +334,8 @@ def render(db: Database) -> dict:
             csv_file = gr.File(label=t("chat.download"), interactive=False)
             jsonl_file = gr.File(label=t("chat.download_jsonl"), interactive=False)
 
-    def _compare(b, a, p, ds, sp, lim, *values):
-        yield from run_compare(db, b, a, p, ds, sp, lim, dict(zip(settings, values)))
+    def _compare(request: gr.Request, b, a, p, ds, sp, lim, *values):  # the request first: *values takes the rest
+        yield from run_compare(db, b, a, p, ds, sp, lim, dict(zip(settings, values)), request)
 
     compare_btn.click(_compare, inputs=[base, adapters, prompts, dataset, split, limit, *settings.values()],
                       outputs=[compare_status, table, csv_file, jsonl_file], api_name="run_compare")
