@@ -7,7 +7,7 @@ import gradio as gr
 from storage.db import Database
 from ui import memory_bar
 from ui.i18n import t, translations
-from ui.tabs import chat, datasets, export, judge, runs, train
+from ui.tabs import chat, datasets, export, judge, runs, runs_compare, train
 
 THEME = gr.themes.Soft(primary_hue="indigo")
 CSS = memory_bar.CSS + runs.CSS + export.CSS + """
@@ -47,16 +47,30 @@ def _connect(db, demo, tabs, train_tab, chat_tab, export_tab, train_parts, runs_
                                gr.update(choices=datasets.dataset_choices(db))),
                     inputs=chat_parts["base"], outputs=[chat_parts["adapters"], chat_parts["saved"], chat_parts["dataset"]],
                     api_visibility="private")
-    export_tab.select(lambda: gr.update(choices=export.adapter_choices(db)), outputs=export_parts["adapter"],
-                      api_visibility="private")
+    export_tab.select(lambda k: gr.update(choices=export.adapter_choices(db, k)), inputs=export_parts["kind"],
+                      outputs=export_parts["adapter"], api_visibility="private")
     runs_parts["chat_btn"].click(lambda r: (gr.update(selected="chat"), *chat.select_run(db, r)),
                                  inputs=runs_parts["selected"],
                                  outputs=[tabs, chat_parts["base"], chat_parts["adapters"], chat_parts["chat_id"],
                                           *chat_parts["panes"]], api_name="chat_with_run")
     _connect_judging(db, tabs, chat_tab, train_parts, chat_parts["judge"], chat_parts["base"])
-    runs_parts["export_btn"].click(lambda r: (gr.update(selected="export"), export.select_run(db, r)),
-                                   inputs=runs_parts["selected"], outputs=[tabs, export_parts["adapter"]],
+    _connect_compare(db, tabs, train_parts["compare"], runs_parts["compare"], chat_parts)
+    runs_parts["export_btn"].click(lambda r, k: (gr.update(selected="export"), export.select_run(db, r, k)),
+                                   inputs=[runs_parts["selected"], export_parts["kind"]],
+                                   outputs=[tabs, export_parts["adapter"]],
                                    api_name="export_run")
+
+
+def _connect_compare(db, tabs, train_compare, runs_compare_parts, chat_parts):
+    """'Compare methods' in the Train tab opens the Runs tab's compare view on the new group; its
+    'chat with these adapters' opens the Chat tab with the picked runs' adapters beside the base."""
+    train_compare["event"].then(lambda g: runs_compare.show_group(db, g), inputs=train_compare["group"],
+                                outputs=[runs_compare_parts["box"], runs_compare_parts["group"]],
+                                api_visibility="private")
+    runs_compare_parts["chat_btn"].click(
+        lambda ids: (gr.update(selected="chat"), *chat.select_runs(db, ids or [])), inputs=runs_compare_parts["pick"],
+        outputs=[tabs, chat_parts["base"], chat_parts["adapters"], chat_parts["chat_id"], *chat_parts["panes"]],
+        api_name="chat_with_compared_runs")
 
 
 def _connect_judging(db, tabs, chat_tab, train_parts, judge_parts, base):

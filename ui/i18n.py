@@ -33,6 +33,12 @@ COLUMN_ZH = {
     "Format": "格式", "Kind": "类型", "Rows": "行数", "Train": "训练", "Validation": "验证", "Images": "图片",
     "Skipped": "跳过", "Size": "大小", "Where": "位置", "Problem": "问题", "How to fix": "如何修复",
     "Adapter": "适配器", "Verified": "已校验", "SHA-256": "SHA-256",
+    # judging scoreboard (ui/tabs/judge.py)
+    "Base model": "基础模型", "Model 1": "模型 1", "Model 2": "模型 2", "Judgements": "评判数",
+    "Model 1 wins": "模型 1 胜", "Model 2 wins": "模型 2 胜", "Ties": "平局", "Both bad": "都不好",
+    "Model 1 win rate (95% CI)": "模型 1 胜率（95% 置信区间）",
+    # batch compare (chat tab) and the settings that differ between runs (runs tab)
+    "Prompt": "提示词", "field": "设置项",
 }
 
 
@@ -49,6 +55,22 @@ add("v.all_linear", "all linear layers", "所有线性层")
 add("v.custom", "custom", "自定义")
 add("v.validation", "validation", "验证集")
 add("v.train", "train", "训练集")
+add("v.auto", "auto", "自动")
+add("v.True", "on", "开启")
+add("v.False", "off", "关闭")
+# method presets (studio/methods): the descriptive ones; method and technique names stay as they are
+add("v.balanced", "balanced", "均衡")
+add("v.light", "light", "轻量")
+add("v.strong", "strong", "强")
+add("v.wide", "wide", "宽")
+add("v.long", "long", "长文本")
+add("v.short", "short", "短")
+add("v.paper", "paper", "论文设置")
+add("v.full", "full", "完整")
+add("v.default", "default", "默认")
+add("v.frozen", "frozen", "冻结")
+add("v.random", "random", "随机")
+add("v.vocab", "vocab", "词表")
 
 
 def choices(values: list[str]) -> list[tuple]:
@@ -66,6 +88,16 @@ def localize(frame, request: gr.Request | None):
     if wants_chinese(request):
         return frame.rename(columns=lambda c: COLUMN_ZH.get(c, c))
     return frame
+
+
+def localized(make):
+    """A table's value function for ``gr.Dataframe(value=...)`` whose column names follow the browser's
+    language: Gradio calls it without a request while building the page, then with the request of
+    each page load."""
+    def value(request: gr.Request | None = None):
+        return localize(make(), request)
+
+    return value
 
 
 def translations() -> gr.I18n:

@@ -19,7 +19,7 @@ import gradio as gr
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from ui.i18n import EN, add, t
+from ui.i18n import EN, add, choices as translated_choices, t
 
 SLIDER_MAX_SPAN = 100_000  # wider ranges (cutoff up to 1M tokens, rank up to 1024) still slide; beyond: a box
 
@@ -125,9 +125,10 @@ def widget(model: type[BaseModel], name: str, label: Any, value: Any = None, **o
         return gr.Textbox(value=default or "", lines=2, max_length=getattr(_max_length(info), "max_length", None),
                           **common)
     if typing.get_origin(base) is Literal:
-        choices = list(typing.get_args(base))
-        cls = gr.Radio if len(choices) <= 4 else gr.Dropdown
-        return cls(choices=choices, value=default, **common)
+        values = list(typing.get_args(base))
+        cls = gr.Radio if len(values) <= 4 else gr.Dropdown
+        # shown in the browser's language where a value has a "v.<value>" string (auto, on/off, frozen...)
+        return cls(choices=translated_choices(values), value=default, **common)
     if base in (int, float):
         low, high = bounds(info)
         if optional:  # 0 stands for "not set" (None), so the control must allow it

@@ -104,6 +104,7 @@ def start_export(db: Database, adapter_id: int, kind: str = "merged", dtype: str
         adapter = get_or_raise(s, Adapter, adapter_id, ExportNotFoundError)
         folder = adapter_folder(db, adapter)
         if options.kind != ADAPTER:
+            check_not_reward_model(adapter, s.get(Run, adapter.run_id) if adapter.run_id else None)
             check_mergeable(adapter, folder)
         if options.kind == GGUF:
             check_gguf_base(adapter.base_model_ref)
@@ -128,6 +129,17 @@ PROMPT_LEARNING_TYPES = {"PROMPT_TUNING", "P_TUNING", "PREFIX_TUNING", "MULTITAS
                          "ADAPTION_PROMPT", "CPT"}
 
 
+def check_not_reward_model(adapter: Adapter, run: Run | None, config: dict[str, Any] | None = None) -> None:
+    """A reward model (the base with a score head, stage ``reward``; PEFT task SEQ_CLS) scores answers
+    and writes none: merged into the base or as GGUF it would be a language model that lost its head."""
+    stage = (((run.spec or {}) if run is not None else {}).get("stage") or {}).get("name")
+    if stage == "reward" or str((config or {}).get("task_type") or "").upper() == "SEQ_CLS":
+        raise AdapterNotMergeableError(
+            f"adapter {adapter.id} is a reward model (a score head on the base): it scores answers and writes none, "
+            "so there is no merged language model or GGUF file to make. Export it as 'adapter only' (it loads with "
+            "PeftModel.from_pretrained on AutoModelForSequenceClassification with num_labels=1).")
+
+
 def check_mergeable(adapter: Adapter, folder: Path) -> None:
     """Refuse, before queueing, an adapter whose PEFT type has no weights to merge (read from its
     adapter_config.json; no peft import)."""
@@ -136,6 +148,7 @@ def check_mergeable(adapter: Adapter, folder: Path) -> None:
     except (OSError, ValueError) as e:
         raise AdapterMissingError(f"adapter {adapter.id}: {folder / 'adapter_config.json'} does not parse ({e}); "
                                   "retrain the run to recreate it") from e
+    check_not_reward_model(adapter, None, config)
     peft_type = str(config.get("peft_type") or "").upper()
     from studio.methods import METHODS
 

@@ -26,7 +26,7 @@ from sqlalchemy import func, select
 
 from jobs import queue
 from storage.db import Database
-from storage.models import Adapter, Chat, Job, JobStatus, utcnow
+from storage.models import Adapter, Chat, Job, JobStatus, Run, utcnow
 from storage.workspace import atomic_write_text
 
 from . import transcript
@@ -306,10 +306,16 @@ def _check_adapters(db: Database, adapter_ids: Sequence[int]) -> list[int]:
     if len(set(ids)) != len(ids):
         raise ChatError("the same adapter is chosen twice.")
     with db.session() as s:
-        known = set(s.execute(select(Adapter.id).where(Adapter.id.in_(ids))).scalars()) if ids else set()
+        rows = s.execute(select(Adapter.id, Run.spec).outerjoin(Run, Run.id == Adapter.run_id)
+                         .where(Adapter.id.in_(ids))).all() if ids else []
+    known = {row.id for row in rows}
     missing = [a for a in ids if a not in known]
     if missing:
         raise ChatError(f"no adapter with id {', '.join(map(str, missing))} (deleted?).")
+    reward = [row.id for row in rows if (((row.spec or {}).get("stage") or {}).get("name")) == "reward"]
+    if reward:
+        raise ChatError(f"adapter {', '.join(map(str, reward))} is a reward model: it scores answers and cannot "
+                        "write one, so it has no chat pane.")
     return ids
 
 

@@ -206,8 +206,17 @@ def adapters(db: Any, base_ref: str | None = None) -> list[dict[str, Any]]:
         if base_ref:
             q = q.where(Adapter.base_model_ref == base_ref)
         return [{"id": a.id, "run_id": a.run_id, "name": a.name, "method": a.method, "base": a.base_model_ref,
-                 "label": f"#{a.id} {a.name} ({a.method}, run #{a.run_id})",
+                 "label": f"#{a.id} {a.name} ({a.method}, run #{a.run_id})", "stage": adapter_stage(s, a.run_id),
                  "summary": training_summary(s, a.run_id)} for a in s.scalars(q)]
+
+
+def adapter_stage(session: Any, run_id: int | None) -> str:
+    """The stage that trained an adapter (sft, dpo, kto, reward); sft for adapters from elsewhere.
+    A reward model scores answers and does not write them: chat panes and merged exports skip it."""
+    from storage.models import Run
+
+    run = session.get(Run, run_id) if run_id else None
+    return (((run.spec or {}) if run is not None else {}).get("stage") or {}).get("name") or "sft"
 
 
 def training_summary(session: Any, run_id: int | None) -> str:

@@ -13,7 +13,7 @@ from studio.datasets.formats import FORMAT_NAMES
 from studio.datasets.options import DEFAULT_INSTRUCTION, ImportOptions
 from studio.datasets.problems import DatasetImportError, Problem
 from ui import widgets
-from ui.i18n import add, t
+from ui.i18n import add, localize, localized, t
 
 add("ds.intro", "Upload instruction, chat or image-text data: JSON, JSONL, CSV/TSV, Parquet, or a .zip with "
     "a data file and its images (or images with same-name .txt captions). The format is detected; every problem "
@@ -230,8 +230,8 @@ def render(db: Database) -> dict:
             problems = gr.Dataframe(headers=PROBLEM_COLUMNS, label=t("ds.problems"), visible=False, wrap=True,
                                     interactive=False)
         with gr.Column(scale=3):
-            table = gr.Dataframe(value=lambda: datasets_table(db), headers=TABLE_COLUMNS, label=t("ds.table"),
-                                 interactive=False, elem_id="datasets-table")
+            table = gr.Dataframe(value=localized(lambda: datasets_table(db)), headers=TABLE_COLUMNS,
+                                 label=t("ds.table"), interactive=False, elem_id="datasets-table")
             with gr.Row():
                 selected = gr.Dropdown(label=t("ds.select"), choices=dataset_choices(db), scale=3)
                 row = gr.Number(label=t("ds.row"), value=0, precision=0, minimum=0, scale=1)
@@ -260,15 +260,19 @@ def render(db: Database) -> dict:
                 stats_msg = gr.Markdown(elem_id="dataset-stats")
                 hist = gr.BarPlot(x="tokens", y="rows", label=t("ds.hist"), x_label_angle=-30, sort=None, height=260)
 
-    def _after_change(selected_id=None):
+    def _after_change(selected_id=None, request: gr.Request | None = None):
         choices = dataset_choices(db)
-        return datasets_table(db), gr.update(choices=choices, value=selected_id)
+        return localize(datasets_table(db), request), gr.update(choices=choices, value=selected_id)
 
-    def _import(*args):
-        msg, probs = run_import(db, *args)
+    def _import(upload_path, name_, fmt_, val_, dedupe_, limit_, skip_bad_, instruction_, column_map_, image_root_,
+                request: gr.Request | None = None):
+        msg, probs = run_import(db, upload_path, name_, fmt_, val_, dedupe_, limit_, skip_bad_, instruction_,
+                                column_map_, image_root_)
+        if isinstance(probs, dict) and isinstance(probs.get("value"), pd.DataFrame):
+            probs["value"] = localize(probs["value"], request)
         newest = datasets.list_datasets(db)
         selected_id = newest[0].id if newest and msg.startswith("**Imported") else None
-        return (msg, probs, *_after_change(selected_id))
+        return (msg, probs, *_after_change(selected_id, request))
 
     import_btn.click(_import, inputs=[upload, name, fmt, val, dedupe, limit, skip_bad, instruction, column_map,
                                       image_root],
@@ -284,19 +288,23 @@ def render(db: Database) -> dict:
     for trigger in (selected, row):  # a new dataset resets the row to 0, which may not fire a change
         trigger.change(_answers, inputs=[selected, row], outputs=[chosen, rejected, pair_box],
                        api_name=f"preview_answers_{'dataset' if trigger is selected else 'row'}")
-    refresh.click(lambda d: _after_change(d), inputs=selected, outputs=[table, selected], api_name="refresh_datasets")
 
-    def _rename(d, new):
+    def _refresh(d, request: gr.Request | None = None):
+        return _after_change(d, request)
+
+    refresh.click(_refresh, inputs=selected, outputs=[table, selected], api_name="refresh_datasets")
+
+    def _rename(d, new, request: gr.Request | None = None):
         if not d or not (new or "").strip():
-            return "Pick a dataset and type its new name.", *_after_change(d)
+            return "Pick a dataset and type its new name.", *_after_change(d, request)
         datasets.rename_dataset(db, int(d), new.strip())
-        return f"Renamed #{int(d)}.", *_after_change(d)
+        return f"Renamed #{int(d)}.", *_after_change(d, request)
 
-    def _delete(d):
+    def _delete(d, request: gr.Request | None = None):
         if not d:
-            return "Pick a dataset to delete.", *_after_change()
+            return "Pick a dataset to delete.", *_after_change(None, request)
         datasets.delete_dataset(db, int(d))
-        return f"Deleted #{int(d)} and its files.", *_after_change()
+        return f"Deleted #{int(d)} and its files.", *_after_change(None, request)
 
     rename_btn.click(_rename, inputs=[selected, new_name], outputs=[manage_msg, table, selected], api_name="rename_dataset")
     delete_btn.click(_delete, inputs=selected, outputs=[manage_msg, table, selected], api_name="delete_dataset")

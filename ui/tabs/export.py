@@ -17,7 +17,7 @@ from studio.export.errors import ExportError
 from studio.export.options import DEFAULT_GGUF_TYPE, DTYPES, GGUF
 from studio.training import history
 from ui.downloads import download_url
-from ui.i18n import add, t
+from ui.i18n import add, localize, localized, t
 from ui.widgets import human_bytes
 
 REFRESH_S = 2.0
@@ -56,8 +56,11 @@ add("ex.selected", "Export", "导出")
 add("ex.delete", "Delete export", "删除导出")
 
 
-def adapter_choices(db: Database) -> list[tuple[str, int]]:
-    return [(a["label"], a["id"]) for a in history.adapters(db)]
+def adapter_choices(db: Database, kind: str | None = None) -> list[tuple[str, int]]:
+    """The adapters this kind of export can be made of: a reward model (a score head; it writes no
+    text) only as 'adapter only', so the merged and GGUF choices leave it out."""
+    return [(a["label"] + (" · reward model" if a["stage"] == "reward" else ""), a["id"])
+            for a in history.adapters(db) if kind in (None, "adapter") or a["stage"] != "reward"]
 
 
 def exports_table(db: Database) -> pd.DataFrame:
@@ -128,7 +131,8 @@ CSS = """
 def render(db: Database) -> dict:
     gr.Markdown(t("ex.intro"))
     with gr.Row():
-        adapter = gr.Dropdown(label=t("ex.adapter"), choices=adapter_choices(db), scale=3, elem_id="export-adapter")
+        adapter = gr.Dropdown(label=t("ex.adapter"), choices=adapter_choices(db, "merged"), scale=3,
+                              elem_id="export-adapter")
         kind = gr.Radio(label=t("ex.kind"), choices=[(t("ex.kind_merged"), "merged"), (t("ex.kind_adapter"), "adapter"),
                                                      (t("ex.kind_gguf"), GGUF)],
                         value="merged", scale=2, elem_id="export-kind")
@@ -137,49 +141,56 @@ def render(db: Database) -> dict:
         gguf_type = gr.Dropdown(label=t("ex.gguf_type"), info=t("ex.gguf_info"), value=DEFAULT_GGUF_TYPE, scale=2,
                                 choices=[(t("ex.gguf_q8_0"), "q8_0"), (t("ex.gguf_f16"), "f16"), (t("ex.gguf_bf16"), "bf16")],
                                 visible=False, elem_id="export-gguf-type")
-    kind.change(lambda k: (gr.update(visible=k == GGUF), gr.update(visible=k == "merged")), inputs=kind,
-                outputs=[gguf_type, shard], api_name="export_kind_changed", show_progress="hidden")
+    def _kind(k, current):
+        options = adapter_choices(db, k)
+        keep = current if current in {v for _, v in options} else None
+        return gr.update(visible=k == GGUF), gr.update(visible=k == "merged"), gr.update(choices=options, value=keep)
+
+    kind.change(_kind, inputs=[kind, adapter], outputs=[gguf_type, shard, adapter], api_name="export_kind_changed",
+                show_progress="hidden")
     start_btn = gr.Button(t("ex.start"), variant="primary", elem_id="export-start")
     message = gr.Markdown()
-    table = gr.Dataframe(value=lambda: exports_table(db), headers=COLUMNS, interactive=False, wrap=True,
-                         label=t("ex.table"))
+    table = gr.Dataframe(value=localized(lambda: exports_table(db)), headers=COLUMNS, interactive=False, wrap=True,
+                         label=t("ex.table"), elem_id="exports-table")
     with gr.Row():
         selected = gr.Dropdown(label=t("ex.selected"), choices=export_choices(db), scale=3, elem_id="export-selected")
         delete_btn = gr.Button(t("ex.delete"), variant="stop", scale=0)
     details = gr.HTML(elem_id="export-details")
 
-    def _start(a, k, d, s, g):
+    def _start(a, k, d, s, g, request: gr.Request | None = None):
         msg, export_id = start(db, a, k, d, s, g)
-        return msg, exports_table(db), gr.update(choices=export_choices(db), value=export_id)
+        return msg, localize(exports_table(db), request), gr.update(choices=export_choices(db), value=export_id)
 
     start_btn.click(_start, inputs=[adapter, kind, dtype, shard, gguf_type], outputs=[message, table, selected],
                     api_name="start_export")
 
-    def _tick(export_id):
-        return exports_table(db), gr.update(choices=export_choices(db)), details_html(db, export_id)
+    def _tick(export_id, request: gr.Request | None = None):
+        return localize(exports_table(db), request), gr.update(choices=export_choices(db)), details_html(db, export_id)
 
     gr.Timer(REFRESH_S).tick(_tick, inputs=selected, outputs=[table, selected, details], show_progress="hidden",
                              api_name="refresh_exports")
     selected.change(lambda e: details_html(db, e), inputs=selected, outputs=details, api_name="export_details")
 
-    def _delete(export_id):
+    def _delete(export_id, request: gr.Request | None = None):
+        table_now = lambda: localize(exports_table(db), request)  # noqa: E731
         if not export_id:
-            return "Pick an export to delete.", exports_table(db), gr.update()
+            return "Pick an export to delete.", table_now(), gr.update()
         try:
             freed = exports.delete_export(db, int(export_id))
         except ExportError as e:
-            return f"⚠️ {e}", exports_table(db), gr.update()
-        return (f"Deleted export #{int(export_id)}; {human_bytes(freed)} freed.", exports_table(db),
+            return f"⚠️ {e}", table_now(), gr.update()
+        return (f"Deleted export #{int(export_id)}; {human_bytes(freed)} freed.", table_now(),
                 gr.update(choices=export_choices(db), value=None))
 
     delete_btn.click(_delete, inputs=selected, outputs=[message, table, selected], api_name="delete_export",
                      js="(e) => confirm('Delete this export and its files?') ? e : null")
-    return {"adapter": adapter}
+    return {"adapter": adapter, "kind": kind}
 
 
-def select_run(db: Database, run_id):
-    """For 'export this run': preselect the run's adapter."""
+def select_run(db: Database, run_id, kind: str | None = "merged"):
+    """For 'export this run': preselect the run's adapter (among those the chosen kind can export)."""
     if not run_id:
         return gr.update()
-    ids = [a["id"] for a in history.adapters(db) if a["run_id"] == int(run_id)]
-    return gr.update(choices=adapter_choices(db), value=ids[0] if ids else None)
+    options = adapter_choices(db, kind)
+    ids = [a["id"] for a in history.adapters(db) if a["run_id"] == int(run_id) and a["id"] in {v for _, v in options}]
+    return gr.update(choices=options, value=ids[0] if ids else None)

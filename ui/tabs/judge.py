@@ -15,7 +15,7 @@ from studio.inference import judging
 from studio.inference import service as chat
 from studio.inference.errors import ChatError
 from studio.inference.settings import SettingsError
-from ui.i18n import add, t
+from ui.i18n import add, localize, localized, t
 
 POLL_S = 0.5
 JOB_TIMEOUT_S = 6 * 3600
@@ -200,7 +200,7 @@ def render(db: Database, base: gr.Dropdown, settings: dict[str, Any]) -> dict:
                        "both_bad": gr.Button(t("judge.both_bad"), elem_id="judge-pick-both-bad")}
         reveal = gr.Markdown(elem_id="judge-reveal")
         with gr.Accordion(t("judge.scoreboard"), open=True):
-            board = gr.Dataframe(value=lambda: scoreboard_frame(db), headers=SCORE_COLUMNS, interactive=False,
+            board = gr.Dataframe(value=localized(lambda: scoreboard_frame(db)), headers=SCORE_COLUMNS, interactive=False,
                                  wrap=True, elem_id="judge-scoreboard")
             refresh = gr.Button(t("judge.refresh"))
             with gr.Row():
@@ -216,12 +216,14 @@ def render(db: Database, base: gr.Dropdown, settings: dict[str, Any]) -> dict:
 
     start_btn.click(_start, inputs=[base, model_x, model_y, prompts, *settings.values()],
                     outputs=[session, index, status, prompt, answer_a, answer_b, reveal], api_name="judge_start")
+    def _board(request: gr.Request | None = None):
+        return localize(scoreboard_frame(db), request)
+
     for choice, button in buttons.items():
         button.click(lambda s, i, e, c=choice: pick(db, s, i, c, e), inputs=[session, index, edited],
                      outputs=[index, status, prompt, answer_a, answer_b, reveal, edited],
-                     api_name=f"judge_pick_{choice}").then(lambda: scoreboard_frame(db), outputs=board,
-                                                           api_visibility="private")
-    refresh.click(lambda: scoreboard_frame(db), outputs=board, api_name="judge_scoreboard")
+                     api_name=f"judge_pick_{choice}").then(_board, outputs=board, api_visibility="private")
+    refresh.click(_board, outputs=board, api_name="judge_scoreboard")
     export_btn.click(lambda s, n: export_dataset(db, s, n), inputs=[session, dataset_name], outputs=export_msg,
                      api_name="judge_export_dataset")
     def _jsonl(s):

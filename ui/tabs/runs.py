@@ -18,8 +18,9 @@ from studio import activity
 from studio.datasets import service as datasets
 from studio.methods import METHODS
 from studio.training import history, service as training
-from ui.i18n import add, localize, t
+from ui.i18n import add, localize, localized, t
 from ui.i18n import choices as translated_choices
+from ui.tabs import runs_compare
 
 REFRESH_S = 2.0
 JOB_COLUMNS = ["ID", "Job", "Status", "Progress", "Created (UTC)", "Duration", "Error"]
@@ -207,7 +208,7 @@ def render(db: Database) -> dict:
         status = gr.Dropdown(label=t("runs.status"), choices=translated_choices(STATUSES), value="all", scale=1)
         method = gr.Dropdown(label=t("runs.method"), value="all", scale=1,
                              choices=[(t("v.all"), "all"), *[(m.label, m.name) for m in METHODS.values()]])
-    table = gr.Dataframe(value=lambda: runs_table(db), headers=RUN_COLUMNS, interactive=False, wrap=True,
+    table = gr.Dataframe(value=localized(lambda: runs_table(db)), headers=RUN_COLUMNS, interactive=False, wrap=True,
                          label=t("runs.table"), elem_id="runs-table", column_widths=RUN_COLUMN_WIDTHS)
     choices = run_choices(db)
     selected = gr.Dropdown(label=t("runs.selected"), choices=choices, value=choices[0][1] if choices else None,
@@ -234,10 +235,7 @@ def render(db: Database) -> dict:
             action_msg = gr.Markdown()
     log = gr.Textbox(label=t("runs.log"), lines=12, max_lines=12, autoscroll=True, interactive=False,
                      elem_id="run-log")
-    with gr.Accordion(t("runs.compare"), open=False):
-        compare_pick = gr.Dropdown(label=t("runs.compare_pick"), choices=choices, multiselect=True)
-        compare_plot = gr.LinePlot(x="step", y="loss", color="series", label=t("runs.loss"), height=300)
-        diff = gr.Dataframe(label=t("runs.diff"), interactive=False, wrap=True)
+    compare = runs_compare.render(db, choices)
     with gr.Accordion(t("jobs.all"), open=False):
         _render_jobs(db)
 
@@ -249,7 +247,7 @@ def render(db: Database) -> dict:
                 gr.update(choices=current), *live_view(db, run_id))
 
     timer = gr.Timer(REFRESH_S)
-    tick_outputs = [table, selected, compare_pick, live, plot, log]
+    tick_outputs = [table, selected, compare["pick"], live, plot, log]
     timer.tick(_tick, inputs=[selected, status, method], outputs=tick_outputs, show_progress="hidden",
                api_name="refresh_runs")
     def _filter(s, m, request: gr.Request):
@@ -268,22 +266,12 @@ def render(db: Database) -> dict:
                  js="(r) => confirm('Delete this run, its adapter and its files?') ? r : null")
     rename.click(lambda r, n: run_action(db, "rename", r, n), inputs=[selected, new_name], outputs=action_msg,
                  api_name="rename_run")
-
-    def _compare(ids):
-        ids = [int(i) for i in ids or []]
-        rows = history.spec_diff(db, ids) if len(ids) > 1 else []
-        frame = pd.DataFrame(rows, columns=["field", *[f"#{i}" for i in ids]]) if rows else pd.DataFrame()
-        return loss_plot(db, ids), frame
-
-    # a new choice of runs is a new set of series: clear the plot first so it is drawn afresh
-    compare_pick.change(lambda: None, outputs=compare_plot, api_visibility="private").then(
-        _compare, inputs=compare_pick, outputs=[compare_plot, diff], api_name="compare_runs")
-    return {"selected": selected, "chat_btn": chat_btn, "export_btn": export_btn}
+    return {"selected": selected, "chat_btn": chat_btn, "export_btn": export_btn, "compare": compare}
 
 
 def _render_jobs(db: Database) -> None:
     gr.Markdown(t("jobs.intro"))
-    jobs = gr.Dataframe(value=lambda: jobs_table(db), headers=JOB_COLUMNS, interactive=False,
+    jobs = gr.Dataframe(value=localized(lambda: jobs_table(db)), headers=JOB_COLUMNS, interactive=False,
                         label=t("jobs.table"), wrap=True, elem_id="jobs-table")
     with gr.Row():
         job_id = gr.Number(label=t("jobs.id"), precision=0, minimum=1, scale=1)

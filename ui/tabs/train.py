@@ -19,7 +19,8 @@ from studio.methods import METHODS
 from studio.planning import MemoryPlan, cpu_plan_text, dataset_images_per_sample, plan_memory
 from studio.spec import LR_MAX, LR_MIN, DataSpec, RunSpec, StageSettings, TrainSettings, VisionSettings, parse_spec
 from ui import spec_widgets
-from ui.i18n import add, t, wants_chinese
+from ui.tabs import train_compare
+from ui.i18n import add, choices as translated_choices, t, wants_chinese
 from ui.memory_bar import memory_bar_html
 
 add("tr.intro", "Build a run: pick a model, a dataset and a method; the memory estimate updates as you go. "
@@ -494,12 +495,14 @@ def render(db: Database, tabs: gr.Tabs | None = None) -> dict:
             with gr.Row():
                 form.add("method.name", gr.Radio(label=t("tr.method"), value="lora", elem_id="train-method",
                                                  choices=[(m.label, m.name) for m in METHODS.values()]))
-                form.add("method.preset", gr.Dropdown(label=t("tr.preset"), choices=list(METHODS["lora"].presets),
+                form.add("method.preset", gr.Dropdown(label=t("tr.preset"),
+                                                      choices=translated_choices(list(METHODS["lora"].presets)),
                                                       value=METHODS["lora"].default_preset))
                 form.add("train.epochs", spec_widgets.widget(TrainSettings, "epochs", t("tr.epochs")))
             explanation = gr.Markdown(explain_markdown("lora"), elem_id="train-method-card")
             with gr.Accordion(t("tr.compare_methods"), open=False):
                 comparison = gr.Markdown(elem_id="train-method-table")
+            compare = train_compare.render()
             with gr.Accordion(t("tr.advisor"), open=False, elem_id="train-advisor"):
                 with gr.Row():
                     advise_device = gr.Radio(label=t("tr.advise_on"), value="gpu_card",
@@ -556,7 +559,8 @@ def render(db: Database, tabs: gr.Tabs | None = None) -> dict:
         m = METHODS[method]
         # the card (with this model's numbers) follows through _refresh, which every field change triggers;
         # a preset set together with the method (the advisor's choice) is kept
-        return (gr.update(choices=list(m.presets), value=preset if preset in m.presets else m.default_preset),
+        return (gr.update(choices=translated_choices(list(m.presets)),
+                          value=preset if preset in m.presets else m.default_preset),
                 *[gr.update(visible=method in owners) for owners in groups], gr.update(value=m.default_learning_rate))
 
     form.fields["method.name"].change(
@@ -578,7 +582,7 @@ def render(db: Database, tabs: gr.Tabs | None = None) -> dict:
         if not key:
             return gr.update(), gr.update()
         method, preset = key.split(":", 1)
-        return gr.update(value=method), gr.update(choices=list(METHODS[method].presets), value=preset)
+        return gr.update(value=method), gr.update(choices=translated_choices(list(METHODS[method].presets)), value=preset)
 
     apply_btn.click(_apply, inputs=advice_pick, outputs=[form.fields["method.name"], form.fields["method.preset"]],
                     api_name="apply_advice")
@@ -605,5 +609,6 @@ def render(db: Database, tabs: gr.Tabs | None = None) -> dict:
     anyway_btn.click(lambda data: _start(data, True)[: 2 + len(tab_output)], inputs=form.inputs,
                      outputs=[start_msg, anyway_btn, *tab_output], api_name="start_training_anyway")
     spec_yaml.change(lambda y: write_spec_file(db, y), inputs=spec_yaml, outputs=spec_file, api_visibility="private")
+    compare = train_compare.connect(db, compare, form, tabs)
     return {"form": form, "dataset": form.fields["data.dataset_id"], "refresh_outputs": outputs,
-            "refresh": _refresh}
+            "refresh": _refresh, "compare": compare}
