@@ -80,6 +80,9 @@ class TrainSettings(_Strict):
     save_steps: int = Field(50, ge=1)
     save_total_limit: int = Field(2, ge=1, description="complete checkpoints kept for resuming")
     num_processes: int = Field(1, ge=1, le=64, description="training processes (GPUs); >1 launches torchrun")
+    auto_memory_fix: bool = Field(False, description="if the run runs out of memory, retry it once with the memory "
+                                                     "estimator's next fix (gradient checkpointing on, or a smaller "
+                                                     "batch with more accumulation: the effective batch is kept)")
 
 
 
