@@ -348,11 +348,17 @@ def render(db: Database) -> dict:
 
 def select_run(db: Database, run_id) -> tuple[Any, ...]:
     """For 'chat with this run': the run's base model, its adapter preselected, a fresh chat."""
+    return select_runs(db, [run_id] if run_id else [])
+
+
+def select_runs(db: Database, run_ids) -> tuple[Any, ...]:
+    """For 'chat with these runs' (a comparison): the first run's base model, the adapters of the runs
+    on that base (up to MAX_ADAPTERS, in the runs' order) preselected, a fresh chat."""
     from studio.training import service as training
 
-    if not run_id:
+    if not run_ids:
         return gr.update(), gr.update(), gr.update(), *[gr.update()] * PANES
-    run = training.get_run(db, int(run_id))
-    ids = [a["id"] for a in history.adapters(db, run.model_ref) if a["run_id"] == run.id][:1]
-    return (run.model_ref, gr.update(choices=adapter_choices(db, run.model_ref), value=ids), None,
-            *empty_panes(db, run.model_ref, ids))
+    base = training.get_run(db, int(run_ids[0])).model_ref
+    newest = {a["run_id"]: a["id"] for a in reversed(history.adapters(db, base))}  # a run's newest adapter
+    ids = [newest[int(r)] for r in run_ids if int(r) in newest][:MAX_ADAPTERS]
+    return (base, gr.update(choices=adapter_choices(db, base), value=ids), None, *empty_panes(db, base, ids))
