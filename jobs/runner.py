@@ -33,9 +33,9 @@ def die_with_parent() -> None:
 
 
 def execute(job_id: int, outcome_file: str) -> int:
+    from jobs import oom, queue
     from jobs.context import JobCancelled, JobContext
     from jobs.kinds import get_kind
-    from jobs import queue
     from storage.db import Database
 
     db = Database.open(migrate=False)
@@ -51,6 +51,8 @@ def execute(job_id: int, outcome_file: str) -> int:
     except BaseException as e:  # noqa: BLE001 - everything goes to the log and the job row
         traceback.print_exc()
         outcome["error"] = f"{type(e).__name__}: {e}"
+        if oom.is_out_of_memory(e):
+            outcome[oom.RESULT_KEY] = oom.describe_exception(e)
         code = EXIT_ERROR
     with open(outcome_file, "w", encoding="utf-8") as f:
         json.dump(outcome, f, default=str)

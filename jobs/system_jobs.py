@@ -26,6 +26,11 @@ def sleep(ctx: JobContext) -> dict:
         import subprocess, sys
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
         (ctx.workspace.root / f"grandchild-{ctx.job_id}.pid").write_text(str(child.pid))
+    if ctx.payload.get("allocate_mb"):  # tests: a real allocation failure under a memory cap
+        from jobs import oom
+
+        oom.apply_test_memory_cap()
+        ctx.payload["held"] = bytearray(int(ctx.payload["allocate_mb"]) * 2 ** 20)
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if not ctx.payload.get("ignore_cancel"):

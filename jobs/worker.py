@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jobs import logsetup, queue
+from jobs import logsetup, oom, queue
 from jobs.context import JobCancelled, JobContext
 from jobs.devices import (
     DEFAULT_MARGIN,
@@ -184,6 +184,7 @@ class Worker:
     def _forget_finished(self) -> None:
         for job_id in [i for i, r in self._running.items() if not r.thread.is_alive()]:
             del self._running[job_id]
+            self._demands.pop(job_id, None)  # requeued (a memory fix): estimated again
 
     def _forget_gone(self, current: set[int]) -> None:
         """Drop what we noted about jobs that are neither queued nor running here any more."""
@@ -303,7 +304,7 @@ class Worker:
                                     cwd=PROJECT_ROOT, env=env, start_new_session=True)
         queue.set_pid(self.db, job.id, proc.pid, str(log_path))
         killed_because = self._supervise(job.id, proc)
-        return _outcome_of(proc.returncode, outcome_file, killed_because)
+        return _outcome_of(proc.returncode, outcome_file, killed_because, queue.cancel_requested(self.db, job.id))
 
     def _supervise(self, job_id: int, proc: subprocess.Popen) -> str | None:
         """Wait for the child; renew the lease; enforce cancel and shutdown. Returns why we killed it."""
@@ -362,16 +363,9 @@ def _terminate_group(proc: subprocess.Popen, grace_s: float) -> None:
     _kill_group(proc)
 
 
-def _outcome_of(returncode: int, outcome_file: Path, killed_because: str | None) -> Outcome:
-    import json
-
-    data: dict[str, Any] = {}
-    if outcome_file.exists():
-        try:
-            data = json.loads(outcome_file.read_text(encoding="utf-8"))
-        except ValueError:
-            data = {}
-        outcome_file.unlink(missing_ok=True)
+def _outcome_of(returncode: int, outcome_file: Path, killed_because: str | None,
+                cancel_requested: bool = False) -> Outcome:
+    data = _read_outcome(outcome_file)
     signame = signal.Signals(-returncode).name if returncode < 0 else None
     if killed_because and killed_because.startswith("cancelled"):
         return Outcome(JobStatus.CANCELLED, error=killed_because, exit_code=returncode, exit_signal=signame)
@@ -381,13 +375,30 @@ def _outcome_of(returncode: int, outcome_file: Path, killed_because: str | None)
         return Outcome(JobStatus.SUCCEEDED, exit_code=0, result=data.get("result"))
     if returncode == EXIT_CANCELLED:
         return Outcome(JobStatus.CANCELLED, error=data.get("error"), exit_code=returncode)
+    memory = data.get(oom.RESULT_KEY)
+    if memory is None and signame == "SIGKILL" and not cancel_requested:  # not ours, not the user's
+        memory = oom.killed_by_oom_killer()
+    if memory is not None:
+        return Outcome(JobStatus.FAILED, error=oom.error_text(memory), exit_code=returncode, exit_signal=signame,
+                       result={oom.RESULT_KEY: memory})
     error = data.get("error")
     if error is None and signame:
         error = f"the job process was killed by {signame}"
-        if signame == "SIGKILL":
-            error += " (often the kernel's out-of-memory killer: try a smaller batch or QLoRA)"
     return Outcome(JobStatus.FAILED, error=error or f"the job process exited with code {returncode}",
                    exit_code=returncode, exit_signal=signame)
+
+
+def _read_outcome(outcome_file: Path) -> dict[str, Any]:
+    import json
+
+    data: dict[str, Any] = {}
+    if outcome_file.exists():
+        try:
+            data = json.loads(outcome_file.read_text(encoding="utf-8"))
+        except ValueError:
+            data = {}
+        outcome_file.unlink(missing_ok=True)
+    return data
 
 
 def run_on_finish(db: Database, job_id: int, kind: JobKind | None) -> None:

@@ -67,9 +67,11 @@ def open_attempt(db: Any, run_id: int, job_id: int | None, from_step: int) -> No
         run.attempts = history  # a new list, so SQLAlchemy sees the JSON change
 
 
-def close_attempt(db: Any, run_id: int, job: Job, outcome: str, why: str | None, requeued: bool = False) -> None:
+def close_attempt(db: Any, run_id: int, job: Job, outcome: str, why: str | None, requeued: bool = False,
+                  fix: str | None = None) -> None:
     """Record how the open attempt ended. An attempt killed before it began gets a row too
-    (its worker died while starting the job: it counts as one that made no progress)."""
+    (its worker died while starting the job: it counts as one that made no progress).
+    ``fix``: the memory fix the next attempt runs with, or the one suggested (out of memory)."""
     step = checkpoint_step(db, run_id)
     with db.session() as s:
         run = s.get(Run, run_id)
@@ -81,7 +83,8 @@ def close_attempt(db: Any, run_id: int, job: Job, outcome: str, why: str | None,
                             "started": _stamp(job.started_at), "from_step": _step_before(history)})
         last = history[-1]
         history[-1] = {**last, "ended": _stamp(job.finished_at or utcnow()), "outcome": outcome, "why": why,
-                       "to_step": step, "last_step": _last_logged_step(s, run_id), "requeued": requeued}
+                       "to_step": step, "last_step": _last_logged_step(s, run_id), "requeued": requeued,
+                       **({"fix": fix} if fix else {})}
         run.attempts = history
 
 

@@ -112,9 +112,17 @@ def attempt_lines(run: Any) -> list[str]:
     for a in run.attempts or []:
         end = f"ended {a['ended']}" if a.get("ended") else "running"
         steps = f"from step {a.get('from_step', 0)}" + (f" to {a['to_step']}" if a.get("to_step") is not None else "")
-        why = "" if a.get("outcome") in (None, "succeeded") else f" · {a['outcome']}: {a.get('why') or ''}"
+        why = "" if a.get("outcome") in (None, "succeeded") else _why(a)
         lines.append(f"#{a.get('n')} ({a.get('trigger')}) started {a.get('started')}, {end} · {steps}{why}")
     return lines
+
+
+def _why(attempt: dict[str, Any]) -> str:
+    """" · out of memory at step 3 -> retried with batch 2 x accumulation 4" (the reason says the
+    outcome already) or " · failed: <reason>"."""
+    outcome, why = attempt["outcome"], attempt.get("why") or ""
+    text = f" · {why}" if why.startswith(outcome) else f" · {outcome}: {why}"
+    return text + (f" · fix: {attempt['fix']}" if attempt.get("fix") and not attempt.get("requeued") else "")
 
 
 def loss_points(db: Any, run_ids: list[int], label_runs: bool = True) -> list[dict[str, Any]]:

@@ -14,10 +14,11 @@ from typing import Any
 
 from sqlalchemy import delete, select
 
+from jobs import oom
 from jobs.context import JobCancelled, JobContext
 from storage.models import Adapter, JobStatus, Run, RunMetric, utcnow
 from jobs.queue import LEASE_EXPIRED
-from studio.training import attempts, checkpoints
+from studio.training import attempts, checkpoints, memory_fixes
 from studio.training.recipe import ADAPTER, CHECKPOINTS, TrainResult
 from studio.spec import RunSpec
 
@@ -41,6 +42,7 @@ def run_training_job(ctx: JobContext) -> dict[str, Any]:
         from studio.training.reporting import DbReporter
 
         record_device_estimate(ctx.db, run_id, spec)
+        oom.apply_test_memory_cap()  # tests only: a real allocation failure beyond a headroom
         result = train(spec, run_dir, DbReporter(ctx, run_id), db=ctx.db)
     record_numbers(ctx.db, run_id, result)
     if result.status == "cancelled":
@@ -148,6 +150,8 @@ def on_training_job_finished(db: Any, job: Any) -> None:
             log.warning("job %s finished but no run refers to it", job.id)
             return
         run_id = run.id
+    if memory_fixes.after_training_job(db, job, run_id):  # out of memory: retried with a fix, or failed
+        return
     lost = job.status == JobStatus.FAILED and LEASE_EXPIRED in (job.error or "")
     attempts.close_attempt(db, run_id, job, attempts.WORKER_LOST if lost else job.status, job.error)
     with db.session() as s:
