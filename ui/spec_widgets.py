@@ -32,6 +32,9 @@ DESCRIPTIONS_ZH = {
     "longest tokenised row; longer rows are cut": "分词后最长的一行；更长的行会被截断",
     "complete checkpoints kept for resuming": "为续训保留的完整检查点数",
     "training processes (GPUs); >1 launches torchrun": "训练进程数（GPU 数）；大于 1 时用 torchrun 启动",
+    "if the run runs out of memory, retry it once with the memory estimator's next fix (gradient checkpointing on, "
+    "or a smaller batch with more accumulation: the effective batch is kept)":
+        "训练内存不足时，用显存估算器给出的下一个修复方案自动重试一次（开启梯度检查点，或减小批大小并增加梯度累积：有效批大小不变）",
     "evaluate every N steps (None: only at the end)": "每 N 步评估一次（留空：仅在结束时）",
     "share of training rows held out for eval loss when the dataset has no validation split":
         "数据集没有验证集时，留出用于评估损失的训练行比例",

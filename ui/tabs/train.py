@@ -75,6 +75,7 @@ add("tr.seed", "Seed", "随机种子")
 add("tr.logging", "Log every N steps", "每 N 步记录")
 add("tr.save", "Checkpoint every N steps", "每 N 步保存检查点")
 add("tr.gpus", "GPUs (processes)", "GPU 数（进程数）")
+add("tr.auto_fix", "Out of memory: retry once with a memory fix", "内存不足时：用省内存的修复方案自动重试一次")
 add("tr.vision", "Vision settings (Qwen2.5-VL)", "视觉设置（Qwen2.5-VL）")
 add("tr.min_pixels", "Min pixels per image", "每张图片最小像素")
 add("tr.max_pixels", "Max pixels per image", "每张图片最大像素")
@@ -119,9 +120,9 @@ TRAIN_LABELS = {"epochs": "tr.epochs", "max_steps": "tr.max_steps", "learning_ra
                 "batch_size": "tr.batch", "grad_accum": "tr.accum", "cutoff_len": "tr.cutoff",
                 "lr_scheduler": "tr.scheduler", "warmup_ratio": "tr.warmup", "precision": "tr.precision",
                 "gradient_checkpointing": "tr.gc", "seed": "tr.seed", "logging_steps": "tr.logging",
-                "save_steps": "tr.save", "num_processes": "tr.gpus"}
+                "save_steps": "tr.save", "num_processes": "tr.gpus", "auto_memory_fix": "tr.auto_fix"}
 TRAIN_ROWS = [("max_steps", "learning_rate"), ("batch_size", "grad_accum", "cutoff_len"),
-              ("lr_scheduler", "warmup_ratio", "precision"), ("gradient_checkpointing",),
+              ("lr_scheduler", "warmup_ratio", "precision"), ("gradient_checkpointing", "auto_memory_fix"),
               ("seed", "logging_steps", "save_steps", "num_processes")]
 
 
