@@ -84,3 +84,20 @@ def test_a_problem_with_the_shared_settings_queues_nothing(db, smollm2):
     with pytest.raises(SpecError, match="unknown method"):
         mc.start_comparison(db, spec, ["lora", "magic"])
     assert training.list_runs(db) == []
+
+
+def test_cli_compare_queues_a_group_and_says_which_methods_it_left_out(db, settings, alpaca_id, smollm2, tmp_path,
+                                                                       capsys):
+    from studio.__main__ import main
+
+    (tmp_path / "spec.yaml").write_text(short_spec(smollm2, alpaca_id, max_steps=1).to_yaml())
+    assert main(["train", str(tmp_path / "spec.yaml"), "--compare", "lora,adalora,vera", "--check"]) == 0
+    out, err = capsys.readouterr()
+    assert "ok for lora, vera" in out and "adalora not included: method.tinit" in err
+    assert training.list_runs(db) == []
+    assert main(["train", str(tmp_path / "spec.yaml"), "--compare", "lora,vera", "--no-follow"]) == 0
+    runs = training.list_runs(db)
+    assert sorted(r.method for r in runs) == ["lora", "vera"] and len({r.spec["group"] for r in runs}) == 1
+    assert f"comparison {runs[0].spec['group']}: run" in capsys.readouterr().out
+    assert main(["train", str(tmp_path / "spec.yaml"), "--compare", "lora,prompt_tuning,magic"]) == 2
+    assert "unknown method(s) magic" in capsys.readouterr().err
