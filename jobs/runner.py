@@ -1,4 +1,6 @@
-"""Child-process entry point for isolated jobs: ``python -m jobs.runner JOB_ID OUTCOME_FILE``.
+"""Child-process entry point for isolated jobs: ``python -m jobs.runner JOB_ID OUTCOME_FILE``, or
+``python -m jobs.runner --standby READY_FILE`` to import the training stack first and read the job from stdin
+(``jobs.standby``).
 
 The worker starts this in a fresh interpreter and its own process group, with stdout/stderr going
 to the job's log file. The outcome (result or error) is written to OUTCOME_FILE; the exit code
@@ -63,8 +65,19 @@ def main() -> None:
     die_with_parent()
     from jobs import logsetup
 
+    if sys.argv[1] == "--standby":  # started ahead of its job: see jobs.standby
+        from jobs import standby
+
+        standby.warm_up(ready_file=sys.argv[2])
+        order = standby.wait_for_job()
+        if order is None:
+            os._exit(EXIT_OK)
+        standby.adopt_job_output(order)
+        job_id, outcome_file = int(order["job_id"]), order["outcome_file"]
+    else:
+        job_id, outcome_file = int(sys.argv[1]), sys.argv[2]
     logsetup.configure("job", stream=sys.stdout)
-    code = execute(int(sys.argv[1]), sys.argv[2])
+    code = execute(job_id, outcome_file)
     sys.stdout.flush()
     os._exit(code)  # skip slow interpreter teardown of torch & co; files are flushed above
 

@@ -19,6 +19,7 @@ def echo(ctx: JobContext) -> dict:
 def sleep(ctx: JobContext) -> dict:
     """Sleep in small steps; honours cancel unless told to ignore it (tests the kill path)."""
     seconds = float(ctx.payload.get("seconds", 1.0))
+    print(f"job {ctx.job_id}: sleeping {seconds} s in process {os.getpid()}", flush=True)  # to the job's log
     if ctx.payload.get("ignore_cancel"):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if ctx.payload.get("spawn_grandchild"):

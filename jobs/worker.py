@@ -25,6 +25,7 @@ from jobs import logsetup, oom, queue
 from jobs.context import JobCancelled, JobContext
 from jobs.devices import (
     DEFAULT_MARGIN,
+    GPU,
     Budget,
     Demand,
     Device,
@@ -36,6 +37,7 @@ from jobs.devices import (
 from jobs.kinds import KINDS, JobKind, get_kind
 from jobs.runner import EXIT_CANCELLED, EXIT_OK, WORKER_PID_ENV
 from jobs.services import WorkerServices
+from jobs.standby import Standby, enabled_by_env as standby_enabled_by_env
 from storage.db import Database
 from storage.models import Job, JobStatus
 
@@ -62,6 +64,7 @@ class WorkerConfig:
     kinds: list[str] | None = None  # None: every kind
     devices: list[Device] | None = None  # None: detected (each GPU, else the CPU's RAM)
     margin: float = DEFAULT_MARGIN  # of each device's memory kept free
+    standby: bool = field(default_factory=standby_enabled_by_env)  # a job runner waiting, imports done
 
 
 def new_worker_id() -> str:
@@ -90,9 +93,10 @@ class Worker:
     services: WorkerServices = field(default_factory=WorkerServices)  # the chat engine lives here
     _last_reap: float = -1e9
     _running: dict[int, _Running] = field(default_factory=dict)
-    _demands: dict[int, Demand | None] = field(default_factory=dict)  # estimates, by job id
+    _demands: dict[int, tuple[str | None, Demand | None]] = field(default_factory=dict)  # (device asked, estimate)
     _told: dict[int, str] = field(default_factory=dict)  # the waiting reason last written, by job id
     _resident: tuple[str | None, int] = (None, 0)  # the chat model held between chats, and its bytes
+    _standby: Standby | None = None  # jobs.standby: started by the main loop, taken by isolated jobs
 
     # -- main loop ---------------------------------------------------------------------------
     def run_forever(self) -> None:
@@ -100,9 +104,12 @@ class Worker:
                  ", ".join(str(d) for d in self.devices))
         while not self.stop_event.is_set():
             if not self.schedule():
+                self._keep_standby()
                 self.stop_event.wait(self.config.poll_s)
         for running in list(self._running.values()):  # their supervisors stop their children
             running.thread.join()
+        if self._standby is not None:
+            self._standby.discard()
         log.info("worker %s stopped", self.worker_id)
 
     def run_once(self) -> bool:
@@ -125,6 +132,16 @@ class Worker:
         if time.monotonic() - self._last_reap >= self.config.reap_every_s:
             self._last_reap = time.monotonic()
             reap(self.db)
+
+    def _keep_standby(self) -> None:
+        """While no isolated job runs (its imports would slow a run's first steps), keep one job
+        runner waiting with the training stack imported, for the device a run usually gets."""
+        if not self.config.standby or any(r.kind is not None and r.kind.isolated for r in self._running.values()):
+            return
+        if self._standby is None:
+            self._standby = Standby(self.db.workspace.logs_dir / "jobs")
+        gpus = [d.index for d in self.devices if d.kind == GPU][:1]
+        self._standby.start(self._child_env(), cuda_visible_devices(self.devices, gpus), PROJECT_ROOT)
 
     # -- scheduling ----------------------------------------------------------------------------
     def schedule(self) -> list[int]:
@@ -156,7 +173,7 @@ class Worker:
                     budget = self._budget()
                     placement = budget.place(demand)
                 if placement is None:
-                    self._tell(job, budget.why_not(demand))
+                    self._tell(job, budget.why_not(demand), budget.blocking(demand))
                     first_waiting = job
                     continue
             claimed = queue.claim_job(self.db, job.id, self.worker_id, self.config.lease_s)
@@ -170,7 +187,7 @@ class Worker:
 
     def _start(self, job: Job, kind: JobKind | None, demand: Demand | None, placement: list[int]) -> None:
         names = [d.name for d in self.devices if d.index in placement]
-        queue.set_progress(self.db, job.id, waiting=None, devices=names,
+        queue.set_progress(self.db, job.id, waiting=None, memory=None, devices=names,
                            message=f"starting on {', '.join(names)}" if names else "starting")
         self._told.pop(job.id, None)
         env = cuda_visible_devices(self.devices, placement) if kind is not None and kind.isolated else {}
@@ -200,7 +217,8 @@ class Worker:
             if r.demand is None:
                 continue
             measured = self._measured(r)
-            budget.add(r.devices, measured or r.demand.bytes, r.demand.label + (" measured" if measured else ""))
+            budget.add(r.devices, measured or r.demand.bytes, r.demand.label + (" measured" if measured else ""),
+                       r.demand.ref)
         resident = self._resident_chat_bytes() if with_idle_chat else 0
         if resident:  # a running chat job's demand is what it needs beyond this
             budget.add([self.devices[0].index], resident, "chat model")
@@ -244,21 +262,25 @@ class Worker:
         return True
 
     def _demand(self, job: Job, kind: JobKind | None) -> Demand | None:
-        if job.id not in self._demands:
+        """The job's estimate, computed once -- and again when the job was moved to another device
+        while it waited (``payload.device``, e.g. a chat sent to the CPU)."""
+        device = (job.payload or {}).get("device")
+        if job.id not in self._demands or self._demands[job.id][0] != device:
             demand = None
             if kind is not None and kind.demand:
                 try:
                     demand = kind.load("demand")(self.db, job, self.devices[0].kind)
                 except Exception:
                     log.exception("no memory estimate for job %s; it is not held back", job.id)
-            self._demands[job.id] = demand
-        return self._demands[job.id]
+            self._demands[job.id] = (device, demand)
+        return self._demands[job.id][1]
 
-    def _tell(self, job: Job, reason: str) -> None:
-        """Write why the job waits where the UI shows it (job progress), once per change."""
+    def _tell(self, job: Job, reason: str, memory: dict | None = None) -> None:
+        """Write why the job waits where the UI shows it (job progress), once per change;
+        ``memory``: for a job waiting for memory, who holds it (``Budget.blocking``)."""
         if self._told.get(job.id) != reason:
             self._told[job.id] = reason
-            queue.set_progress(self.db, job.id, message=reason, waiting=True)
+            queue.set_progress(self.db, job.id, message=reason, waiting=True, memory=memory)
 
     def execute(self, job: Job, env: dict[str, str] | None = None) -> Outcome:
         log.info("job %s (%s) started, attempt %s", job.id, job.kind, job.attempts)
@@ -295,16 +317,23 @@ class Worker:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         outcome_file = log_path.with_suffix(".outcome.json")
         outcome_file.unlink(missing_ok=True)
-        env = {**os.environ, "FTS_WORKSPACE": str(self.db.settings.workspace), "FTS_DB_URL": self.db.settings.db_url,
-               "PYTHONUNBUFFERED": "1", WORKER_PID_ENV: str(os.getpid()), **(env or {})}
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
-        with open(log_path, "ab") as logf:
-            proc = subprocess.Popen([sys.executable, "-m", "jobs.runner", str(job.id), str(outcome_file)],
-                                    stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    cwd=PROJECT_ROOT, env=env, start_new_session=True)
+        proc = self._standby.take(job.id, outcome_file, log_path, env or {}) if self._standby else None
+        if proc is None:
+            with open(log_path, "ab") as logf:
+                proc = subprocess.Popen([sys.executable, "-m", "jobs.runner", str(job.id), str(outcome_file)],
+                                        stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        cwd=PROJECT_ROOT, env={**self._child_env(), **(env or {})},
+                                        start_new_session=True)
         queue.set_pid(self.db, job.id, proc.pid, str(log_path))
         killed_because = self._supervise(job.id, proc)
         return _outcome_of(proc.returncode, outcome_file, killed_because, queue.cancel_requested(self.db, job.id))
+
+    def _child_env(self) -> dict[str, str]:
+        """The environment of every job runner (a job's devices are added to it)."""
+        env = {**os.environ, "FTS_WORKSPACE": str(self.db.settings.workspace), "FTS_DB_URL": self.db.settings.db_url,
+               "PYTHONUNBUFFERED": "1", WORKER_PID_ENV: str(os.getpid())}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+        return env
 
     def _supervise(self, job_id: int, proc: subprocess.Popen) -> str | None:
         """Wait for the child; renew the lease; enforce cancel and shutdown. Returns why we killed it."""
