@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 t0 = time.perf_counter()
 from studio.estimate import EstimateRequest, estimate, find_card, lookup_config, suggestions  # noqa: E402
 from studio.estimate.calibration import BAND_FILE, bands_from  # noqa: E402
-from studio.estimate.published import compare_published, error_by_source, format_table, summary  # noqa: E402
+from studio.estimate.published import (compare_published, error_by_source, format_table, source_of,  # noqa: E402
+                                       summary)
 
 IMPORT_S = time.perf_counter() - t0
 
@@ -52,12 +53,15 @@ def main(argv: list[str] | None = None) -> int:
     comparisons = compare_published()
     print(format_table(comparisons))
     print()
-    print(f"{'source':28} {'runs':>4} {'within 15%':>10} {'mean |error|':>12} {'mean error':>10}")
+    print(f"{'source':28} {'runs':>4} {'within 15%':>10} {'mean |error|':>12} {'mean error':>10} {'not counted':>11}")
     for source, s in error_by_source(comparisons).items():
-        print(f"{source:28} {s['runs']:>4} {s['within']:>10} {s['mae'] * 100:>11.1f}% {s['bias'] * 100:>+9.1f}%")
+        skipped = sum(1 for c in comparisons if source_of(c.run) == source and not c.comparable)
+        print(f"{source:28} {s['runs']:>4} {s['within']:>10} {s['mae'] * 100:>11.1f}% {s['bias'] * 100:>+9.1f}% "
+              f"{skipped:>11}")
     total = summary(comparisons)
     print(f"{'all comparable':28} {total['runs']:>4} {total['within']:>10} {total['mae'] * 100:>11.1f}% "
-          f"{total['bias'] * 100:>+9.1f}%   (target: >= 80% within 15%, mean |error| <= 10%)")
+          f"{total['bias'] * 100:>+9.1f}% {sum(not c.comparable for c in comparisons):>11}"
+          f"   (target: >= 80% within 15%, mean |error| <= 10%)")
     bands = bands_from(comparisons)
     print("error band: " + "; ".join(f"{k}: {v['text']}" for k, v in bands.items()))
     if args.write_band:

@@ -30,6 +30,17 @@ Sources cited below:
              foreach=True): ``exp_avg_sq_sqrt = torch._foreach_sqrt(device_exp_avg_sqs)`` allocates one
              state-sized temporary for the whole parameter group during ``step()``; the fused kernel
              (``fused=True``, HF Trainer's ``adamw_torch_fused``) and bnb's 8-bit kernels work in place.
+  [PEFTIA3]  peft ``tuners/ia3/layer.py`` ``Linear.forward``: a feed-forward IA3 layer casts its input to the
+             vector's dtype and multiplies it (``x.to(dtype) * ia3_scaling``: the fp32 copy is saved for the
+             vector's gradient); any other IA3 layer scales the frozen layer's *output* (``result *
+             ia3_scaling``: the 16-bit output is saved). No low-rank product, no input copy.
+  [FROZENLIN] torch ``tools/autograd/derivatives.yaml`` (``mm``/``addmm``; ``linear`` decomposes to them):
+             the input (``self``) is needed only for the weight's gradient, and the generated autograd code
+             saves a variable only when a gradient that uses it is required -- a frozen Linear keeps nothing,
+             and gradients still flow through frozen MLPs via the SiLU/product tensors they save.
+             Measured (tests/estimate/test_saved_activations.py, SmolLM2 shapes, bf16, CPU): what autograd
+             keeps per layer for attention-only LoRA (q/v, q/k/v/o), all-linear LoRA and IA3 equals this
+             count to within the attention-mask copy.
   [PEFTDORA] peft ``tuners/lora/dora.py`` ``DoraLinearLayer.forward``: builds ``lora_weight`` through an
              identity matrix (in x in), casts the base weight to the input dtype and forms W + s*BA to
              take its row norms -- out x in temporaries per adapted layer, one layer at a time.
@@ -302,14 +313,25 @@ def dropout_mask_bytes(req: EstimateRequest, cpu: bool) -> int:
 
 
 def _saved_by_linears(block: Block, adapted: set[str], weights_train: bool, c: int, a: int, r: int,
-                      dora: bool, mask: int = 0) -> float:
-    """Inputs the linears keep: a linear saves its input only if its weight trains. A peft LoRA
-    layer casts its input to the adapter dtype first (``_cast_input_dtype``), so with fp32
+                      dora: bool, mask: int = 0, ia3_feedforward: tuple | None = None) -> float:
+    """Inputs the linears keep: a linear saves its input only if its weight trains [FROZENLIN]. A
+    peft LoRA layer casts its input to the adapter dtype first (``_cast_input_dtype``), so with fp32
     adapters on a 16-bit model each adapted layer keeps its own fp32 copy of the input; with
-    ``lora_dropout`` > 0 also the dropout's mask (``mask`` bytes per input element)."""
+    ``lora_dropout`` > 0 also the dropout's mask (``mask`` bytes per input element).
+    ``ia3_feedforward`` (IA3 only: its feed-forward module names): [PEFTIA3] feed-forward layers keep
+    their input in the vector's dtype, the others their 16-bit output."""
     roles_saved = set()
     total = 0.0
     for l in block.linears:
+        if ia3_feedforward is not None and l.name in adapted:
+            if l.name in ia3_feedforward or l.name.rsplit(".", 1)[-1] in ia3_feedforward:
+                if a == c:  # ``x.to(dtype)`` is the input itself, shared with the layer's other readers
+                    roles_saved.add(_ROLE[l.name])
+                else:
+                    total += a * l.fan_in
+            else:
+                total += c * l.fan_out
+            continue
         if weights_train or (l.name in adapted and a == c):
             roles_saved.add(_ROLE[l.name])
         if l.name in adapted:
@@ -343,7 +365,7 @@ def block_saved_per_token(block: Block, req: EstimateRequest, adapted: set[str],
         attn += 4 * block.heads
     mlp = (3 if block.gated else 2) * c * block.inter
     lin = _saved_by_linears(block, adapted, weights_train, c, a, adapter_rank(req), req.method == "dora",
-                            dropout_mask_bytes(req, cpu))
+                            dropout_mask_bytes(req, cpu), tuple(req.feedforward) if req.method == "ia3" else None)
     return norms + attn + mlp + lin
 
 

@@ -25,7 +25,7 @@ _UNIT = {"GB": 1e9, "GiB": GIB}
 _REQUEST_FIELDS = ("method", "lora_rank", "targets", "dtype", "quant_bits", "double_quant", "optimizer", "batch_size",
                    "grad_accum", "seq_len", "gradient_checkpointing", "attention", "max_pixels", "images_per_sample",
                    "tune_vision", "num_gpus", "strategy", "adapter_dtype", "master_weights", "kbit_fp32_upcast",
-                   "adalora_init_rank", "trainer", "padding_free", "packing", "lora_dropout")
+                   "adalora_init_rank", "trainer", "padding_free", "packing", "lora_dropout", "feedforward")
 
 
 @lru_cache(maxsize=1)
@@ -36,8 +36,9 @@ def load_published_runs() -> list[dict[str, Any]]:
 
 def request_for(run: dict[str, Any]) -> EstimateRequest:
     kwargs = {k: run[k] for k in _REQUEST_FIELDS if k in run}
-    if isinstance(kwargs.get("targets"), list):
-        kwargs["targets"] = tuple(kwargs["targets"])
+    for name in ("targets", "feedforward"):  # JSON lists -> the request's tuples
+        if isinstance(kwargs.get(name), list):
+            kwargs[name] = tuple(kwargs[name])
     return EstimateRequest(config=lookup_config(run["model"]), **kwargs)
 
 
@@ -100,8 +101,8 @@ def summary(comparisons: list[Comparison]) -> dict[str, Any]:
 
 
 def error_by_source(comparisons: list[Comparison]) -> dict[str, dict[str, Any]]:
-    """``summary`` per source project."""
-    sources = sorted({source_of(c.run) for c in comparisons if c.comparable})
+    """``summary`` per source project (a source whose runs are all not comparable shows 0 runs)."""
+    sources = sorted({source_of(c.run) for c in comparisons})
     return {s: summary([c for c in comparisons if source_of(c.run) == s]) for s in sources}
 
 

@@ -1,0 +1,137 @@
+"""What autograd really keeps for backward, tensor by tensor, against the estimator's activation count.
+
+A decoder of SmolLM2-135M's shapes (the bundled config: hidden 576, 9 query / 3 key-value heads,
+intermediate 1536) is built in bf16 with peft adapters in fp32 (peft's default), one forward is run, and
+the autograd graph is walked: every tensor a backward node saved (``_saved_*``), once per storage, minus
+parameters and buffers. One layer's bytes are the difference between a 2-layer and a 1-layer model, so
+embeddings and the final norm cancel. The weights are random: what is saved depends on shapes only.
+
+This is the measurement behind ``formulas.block_saved_per_token`` for adapters on some of the linears
+(``[FROZENLIN]``, ``[PEFTIA3]`` in ``studio/estimate/formulas.py``): a frozen Linear keeps no input, a frozen
+MLP still keeps gate/SiLU/up so that the gradient reaches the adapters below it, and each adapted layer
+keeps its own fp32 copy of its input. Not modeled, and left out of the comparison: the float attention
+mask SDPA makes from a boolean one in every layer (2 bytes x seq per token and layer here).
+"""
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+peft = pytest.importorskip("peft")
+transformers = pytest.importorskip("transformers")
+
+from studio.estimate import formulas as f  # noqa: E402
+from studio.estimate.arch import ModelArch  # noqa: E402
+from studio.estimate.configs import lookup_config  # noqa: E402
+from studio.estimate.request import EstimateRequest  # noqa: E402
+
+SEQ = 64
+CONFIG = lookup_config("HuggingFaceTB/SmolLM2-135M-Instruct")
+TOLERANCE = 0.02
+
+
+def _model(layers: int, adapter: dict):
+    cfg = transformers.LlamaConfig(**{k: v for k, v in CONFIG.items() if not k.startswith("_")})
+    cfg.num_hidden_layers = layers
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM._from_config(cfg, attn_implementation="sdpa", dtype=torch.bfloat16)
+    if adapter["method"] == "ia3":
+        pc = peft.IA3Config(target_modules=list(adapter["targets"]), feedforward_modules=list(adapter["feedforward"]))
+    else:
+        pc = peft.LoraConfig(r=adapter["r"], lora_alpha=2 * adapter["r"], lora_dropout=0.0,
+                             target_modules=list(adapter["targets"]))
+    return peft.get_peft_model(model, pc)
+
+
+def saved_bytes(layers: int, adapter: dict, batch: int) -> float:
+    """Bytes of the tensors autograd saved in one forward of ``batch`` rows of ``SEQ`` tokens (the
+    second row padded when batch > 1, so that the batch carries an attention mask)."""
+    model = _model(layers, adapter)
+    ids = torch.randint(0, 1000, (batch, SEQ))
+    mask = torch.ones(batch, SEQ, dtype=torch.long)
+    if batch > 1:
+        mask[1, -SEQ // 4:] = 0
+    out = model.base_model.model.model(input_ids=ids, attention_mask=mask).last_hidden_state
+    params = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
+    seen, total, stack, visited = set(), 0, [out.grad_fn], set()
+    while stack:
+        node = stack.pop()
+        if node is None or node in visited:
+            continue
+        visited.add(node)
+        for name in dir(node):
+            if not name.startswith("_saved_") or "attn_mask" in name:
+                continue
+            try:
+                value = getattr(node, name)
+            except Exception:  # noqa: BLE001 -- some saved fields raise once freed or are not tensors
+                continue
+            for t in value if isinstance(value, (tuple, list)) else [value]:
+                if not isinstance(t, torch.Tensor):
+                    continue
+                key = t.untyped_storage().data_ptr()
+                if key in params or key in seen:
+                    continue
+                seen.add(key)
+                total += t.untyped_storage().nbytes()
+        stack.extend(fn for fn, _ in node.next_functions)
+    return float(total)
+
+
+_MEASURED: dict[tuple, float] = {}
+
+
+def measured_per_layer_token(adapter: dict, batch: int) -> float:
+    key = (repr(sorted(adapter.items())), batch)
+    if key not in _MEASURED:
+        _MEASURED[key] = (saved_bytes(2, adapter, batch) - saved_bytes(1, adapter, batch)) / (batch * SEQ)
+    return _MEASURED[key]
+
+
+def formula_per_layer_token(adapter: dict, batch: int) -> float:
+    kwargs = dict(method=adapter["method"], targets=tuple(adapter["targets"]), batch_size=batch, seq_len=SEQ,
+                  dtype="bf16", attention="sdpa")
+    if adapter["method"] == "ia3":
+        kwargs["feedforward"] = tuple(adapter["feedforward"])
+    else:
+        kwargs["lora_rank"] = adapter["r"]
+    req = EstimateRequest(config=CONFIG, **kwargs)
+    return f.text_layer_bytes_per_token(ModelArch.from_config(CONFIG), req, SEQ, cpu=True)
+
+
+ATTENTION_QV = {"method": "lora", "r": 32, "targets": ("q_proj", "v_proj")}
+ATTENTION_QKVO = {"method": "lora", "r": 32, "targets": ("q_proj", "k_proj", "v_proj", "o_proj")}
+ALL_LINEAR = {"method": "lora", "r": 32,
+              "targets": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")}
+IA3 = {"method": "ia3", "targets": ("k_proj", "v_proj", "down_proj"), "feedforward": ("down_proj",)}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("adapter,batch", [
+    (ATTENTION_QV, 2), (ATTENTION_QKVO, 2), (ATTENTION_QKVO, 1), (ALL_LINEAR, 2), (IA3, 2),
+], ids=["lora-qv-masked", "lora-qkvo-masked", "lora-qkvo-one-row", "lora-all-linear-masked", "ia3-k-v-down"])
+def test_saved_activations_per_layer_equal_the_formula(adapter, batch):
+    measured = measured_per_layer_token(adapter, batch)
+    estimated = formula_per_layer_token(adapter, batch)
+    print(f"{adapter['method']} {adapter['targets']} batch {batch}: measured {measured:.0f} B, formula "
+          f"{estimated:.0f} B per token and layer ({estimated / measured - 1:+.2%})")
+    assert abs(estimated / measured - 1) <= TOLERANCE, (adapter, batch, measured, estimated)
+
+
+def test_attention_only_targets_save_less_than_all_linear_by_the_mlp_adapters_inputs():
+    """Attention-only LoRA keeps no MLP input: all-linear adds exactly the fp32 input copies (and rank-r
+    outputs) of gate/up/down -- measured, and the formula agrees on the difference."""
+    qkvo = measured_per_layer_token(ATTENTION_QKVO, 2)
+    every = measured_per_layer_token(ALL_LINEAR, 2)
+    h, i, r = CONFIG["hidden_size"], CONFIG["intermediate_size"], 32
+    mlp_adapters = 4 * (2 * h + i) + 3 * 4 * r  # fp32 inputs of gate, up (h each) and down (i), lora_A outputs
+    assert every - qkvo == pytest.approx(mlp_adapters, rel=0.01)
+    assert (formula_per_layer_token(ALL_LINEAR, 2) - formula_per_layer_token(ATTENTION_QKVO, 2)
+            == pytest.approx(mlp_adapters, rel=0.01))
