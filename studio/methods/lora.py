@@ -1,8 +1,12 @@
 """LoRA: low-rank adapters on a frozen base model (Hu et al., 2021), with the DoRA and rsLoRA options.
 
-Defaults follow published practice: rank 16, alpha = 2 x rank, dropout 0.05, all linear layers
-(the QLoRA paper found adapting every linear layer matters more than the rank), learning rate
-2e-4 (the usual LoRA/QLoRA rate; full fine-tuning uses ~10x less).
+Defaults follow published practice: rank 16, alpha = 2 x rank, all linear layers (the QLoRA paper
+found adapting every linear layer matters more than the rank), learning rate 2e-4 (the usual
+LoRA/QLoRA rate; full fine-tuning uses ~10x less), and no dropout: the default of peft's
+LoraConfig, LLaMA-Factory and Unsloth. Dropout on the adapter's input keeps a mask (or, on CPU, a
+noise tensor) per adapted layer for backward and cost ~15% of a CPU step (bench/profile_training_step.py);
+it helps mainly on small datasets trained for many epochs, where the user can set it (the QLoRA paper's
+preset keeps its 0.05).
 """
 from __future__ import annotations
 
@@ -24,7 +28,8 @@ class LoraSettings(MethodSettings):
     name: Literal["lora"] = "lora"
     r: int = Field(16, ge=1, le=1024, description="rank of the update matrices")
     alpha: int = Field(32, ge=1, le=4096, description="scaling numerator: the update is scaled by alpha/r")
-    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="dropout on the adapter's input")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on the adapter's input (0.05-0.1 can help a "
+                                                            "small dataset trained for many epochs)")
     targets: Targets = Field(default_factory=Targets)
     use_dora: bool = Field(False, description="DoRA: learn a magnitude per output feature as well (slower, often better)")
     use_rslora: bool = Field(False, description="rsLoRA: scale by alpha/sqrt(r) so high ranks keep learning")
