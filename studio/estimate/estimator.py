@@ -38,6 +38,7 @@ def _static_parts(arch: ModelArch, req: EstimateRequest) -> dict[str, float]:
         "optimizer_states": f.optimizer_state_bytes(arch, req),
         "master_weights": f.master_weight_bytes(arch, req),
         "adalora_importance": f.adalora_importance_bytes(arch, req),
+        "boft_buffers": f.boft_buffer_bytes(arch, req),
     }
 
 
@@ -51,6 +52,7 @@ def _dynamic_parts(arch: ModelArch, req: EstimateRequest, cpu: bool = False) -> 
         "vision_activations": f.vision_activation_bytes(arch, req),
         "dequant_workspace": f.dequant_workspace_bytes(arch, req),
         "dora_workspace": f.dora_workspace_bytes(arch, req),
+        "boft_workspace": f.boft_workspace_bytes(arch, req),
     }
 
 

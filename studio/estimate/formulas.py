@@ -19,6 +19,9 @@ Sources cited below:
              of size out per adapted matrix.
   [ADALORA]  Zhang et al., "AdaLoRA" (2023); peft's AdaLoraModel: P (r x in), Q (out x r), E (r),
              and RankAllocator keeps ipt / exp_avg_ipt / exp_avg_unc for every adapter parameter.
+  [BOFT]     Liu et al., "Parameter-Efficient Orthogonal Finetuning via Butterfly Factorization" (ICLR 2024);
+             peft 0.21 ``tuners/boft/layer.py``: boft_R (factor x in/block x block x block), boft_s (out),
+             a dense permutation buffer (factor x in x in, fp32) and dense in x in products every forward.
   [FLASH]    Dao et al., "FlashAttention" (2022): attention memory linear in sequence length; the
              backward keeps q, k, v, the output and the row-wise logsumexp only.
   [QWENVL]   Qwen2.5-VL technical report and qwen-vl-utils: 14x14 patches, 2x2 merge -> one LLM
@@ -252,6 +255,32 @@ def dora_workspace_bytes(arch: ModelArch, req: EstimateRequest) -> float:
     a = adapter_bytes(req)
     return max((a * (l.fan_in * l.fan_in + 4 * l.fan_in * l.fan_out) for l, _ in adapted_linears(arch, req)),
                default=0.0)
+
+
+def boft_buffer_bytes(arch: ModelArch, req: EstimateRequest) -> float:
+    """[BOFT] peft 0.21 registers per adapted layer a dense fp32 permutation buffer ``boft_P`` of
+    ``factor x in x in`` (tuners/boft/layer.py ``update_layer``): small parameters, square-size buffers."""
+    if req.method != "boft":
+        return 0.0
+    return sum(4.0 * req.boft_butterfly_factor * l.fan_in ** 2 * n for l, n in adapted_linears(arch, req))
+
+
+def boft_workspace_bytes(arch: ModelArch, req: EstimateRequest) -> float:
+    """[BOFT] what peft's BOFT forward keeps for backward, per adapted layer, counted from its code (not
+    measured: BOFT does not run on the CPU machines): the block-diagonal matrix and the two permutation
+    products per factor, the chain of factor products, the identity and the rotation -- about
+    ``(4 factor + 1) in^2`` fp32 numbers -- plus, per token, the layer's input (for the rotation's gradient)
+    and its output before the scale, in the compute dtype. With gradient checkpointing only one block's
+    in^2 terms are alive at a time."""
+    if req.method != "boft":
+        return 0.0
+    layers = adapted_linears(arch, req)
+    square = sum(4.0 * (4 * req.boft_butterfly_factor + 1) * l.fan_in ** 2 * n for l, n in layers)
+    if req.gradient_checkpointing and arch.layers:
+        square /= arch.layers
+    tokens = req.batch_size * llm_seq_len(arch, req)
+    per_token = sum(BYTES[req.dtype] * (l.fan_in + l.fan_out) * n for l, n in layers)
+    return square + (0.0 if req.gradient_checkpointing else tokens * per_token)
 
 
 def adalora_importance_bytes(arch: ModelArch, req: EstimateRequest) -> float:

@@ -8,6 +8,8 @@ them with peft on real models for every method of the studio's table:
 - LoHa [LOHA]: two low-rank pairs per layer: 2 r (in + out).
 - LoKr [LOKR]: Kronecker factors of peft's ``factorization`` of in/out sizes, each full or rank r.
 - OFT [OFT]: per layer ``in / block`` skew-symmetric blocks of ``block (block - 1) / 2`` numbers.
+- BOFT [BOFT]: per layer ``factor`` block-diagonal rotations of ``in / block`` full ``block x block`` blocks
+  (peft trains the whole block and takes its skew part) plus a scale per output feature.
 - BitFit (peft BEFT): one bias vector (output size) per adapted layer.
 - Prompt tuning: ``tokens x hidden``. Prefix tuning: ``tokens x layers x 2 x kv size`` (peft sizes
   prefixes by the key/value heads), or with its MLP: embedding + Linear(kv, h) + Linear(h, layers x 2 x kv).
@@ -22,7 +24,7 @@ if TYPE_CHECKING:
     from studio.estimate.arch import Linear, ModelArch
     from studio.estimate.request import EstimateRequest
 
-PER_LINEAR = ("ia3", "vera", "loha", "lokr", "oft", "bitfit")
+PER_LINEAR = ("ia3", "vera", "loha", "lokr", "oft", "boft", "bitfit")
 PROMPT = ("prompt_tuning", "prefix_tuning", "p_tuning")
 
 
@@ -72,6 +74,8 @@ def per_linear_params(l: "Linear", req: "EstimateRequest") -> int:
     if m == "oft":
         b = req.oft_block_size
         return (l.fan_in // b) * (b * (b - 1) // 2)
+    if m == "boft":
+        return req.boft_butterfly_factor * l.fan_in * req.oft_block_size + l.fan_out
     if m == "bitfit":
         return l.fan_out
     raise ValueError(f"{m} has no per-layer adapter")

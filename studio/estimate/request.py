@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Union
 
-Method = Literal["lora", "qlora", "adalora", "dora", "full", "ia3", "vera", "loha", "lokr", "oft", "bitfit",
+Method = Literal["lora", "qlora", "adalora", "dora", "full", "ia3", "vera", "loha", "lokr", "oft", "boft", "bitfit",
                  "prompt_tuning", "prefix_tuning", "p_tuning", "blocks"]
 Targets = Union[Literal["attention", "all-linear"], tuple]  # or a tuple of module names, e.g. ("q_proj", "v_proj")
 DType = Literal["fp32", "bf16", "fp16"]
@@ -14,7 +14,7 @@ Strategy = Literal["ddp", "fsdp"]
 Trainer = Literal["hf", "trl-sft"]
 
 # "blocks": whole decoder blocks trained as a peft adapter (the studio's freeze tuning and full fine-tuning)
-METHODS = ("lora", "qlora", "adalora", "dora", "full", "ia3", "vera", "loha", "lokr", "oft", "bitfit",
+METHODS = ("lora", "qlora", "adalora", "dora", "full", "ia3", "vera", "loha", "lokr", "oft", "boft", "bitfit",
            "prompt_tuning", "prefix_tuning", "p_tuning", "blocks")
 TARGETS = ("attention", "all-linear")
 DTYPES = ("fp32", "bf16", "fp16")
@@ -80,6 +80,7 @@ class EstimateRequest:
     encoder_hidden: int = 0
     prompt_encoder: str = "MLP"
     oft_block_size: int = 32
+    boft_butterfly_factor: int = 1  # BOFT: its block size is oft_block_size
     lokr_factor: int = -1
     lokr_decompose_both: bool = False
     train_blocks: int = 0  # -1: all

@@ -10,14 +10,15 @@ estimator, the trainer, the worker's pre-flight, the export card and the tests r
 """
 from __future__ import annotations
 
-from studio.methods import (adalora, bitfit, freeze, full, ia3, lokr, loha, longlora, lora, oft, p_tuning,
+from studio.methods import (adalora, bitfit, boft, freeze, full, ia3, lokr, loha, longlora, lora, oft, p_tuning,
                             prefix_tuning, prompt_tuning, qlora, vera)
 from studio.methods.base import Explain, Method, MethodSettings, ModelFacts, Problem, Targets
 
 # The order is the Train tab's: the usual choices first, then the families as the field teaches them
 # (reparameterisation, additive, selective), full fine-tuning last as the baseline.
 METHODS: dict[str, Method] = {m.name: m for m in (
-    lora.METHOD, qlora.METHOD, adalora.METHOD, vera.METHOD, loha.METHOD, lokr.METHOD, oft.METHOD, longlora.METHOD,
+    lora.METHOD, qlora.METHOD, adalora.METHOD, vera.METHOD, loha.METHOD, lokr.METHOD, oft.METHOD, boft.METHOD,
+    longlora.METHOD,
     ia3.METHOD, prompt_tuning.METHOD, prefix_tuning.METHOD, p_tuning.METHOD,
     bitfit.METHOD, freeze.METHOD, full.METHOD)}
 

@@ -6,7 +6,7 @@ from studio.methods.base import Explain
 
 LABELS_ZH: dict[str, str] = {
     "lora": "LoRA", "qlora": "QLoRA", "adalora": "AdaLoRA", "vera": "VeRA", "loha": "LoHa", "lokr": "LoKr",
-    "oft": "OFT", "longlora": "LongLoRA 式（LoRA + 词嵌入 + 归一化层）", "ia3": "IA3", "prompt_tuning": "提示词微调 (Prompt tuning)",
+    "oft": "OFT", "boft": "BOFT（蝶形正交微调）", "longlora": "LongLoRA 式（LoRA + 词嵌入 + 归一化层）", "ia3": "IA3", "prompt_tuning": "提示词微调 (Prompt tuning)",
     "prefix_tuning": "前缀微调 (Prefix tuning)", "p_tuning": "P-tuning", "bitfit": "BitFit（仅偏置）",
     "freeze": "冻结微调（最后几层）", "full": "全参数微调",
 }
@@ -49,6 +49,11 @@ EXPLAIN_ZH: dict[str, Explain] = {
         memory="冻结模型加上各块参数（每层每个输入特征约 block_size/2 个）。",
         speed="比 LoRA 慢：每步都要由参数重建旋转矩阵（Cayley 变换）。",
         when="想改变行为又尽量保留基础模型的知识；适合小数据。层的大小须能被块大小整除。"),
+    "boft": Explain(
+        summary="正交微调（与 OFT 相同：旋转每个适配层的权重，保持神经元之间的关系），但旋转由一串小的蝶形块组成（类似 FFT）：块很小却能混合所有特征，达到同样范围所需参数比 OFT 少。",
+        memory="可训练参数很少，但 peft 为每个适配层保存稠密的 in × in 置换矩阵，反向传播时每层还要保留若干 in × in 矩阵：随层宽的平方增长，因此默认只适配注意力层。",
+        speed="比 LoRA 和 OFT 慢：每步都要重建并乘出旋转矩阵。需要 peft 的 CUDA 扩展（首次使用时编译）：在 CPU 上会被拒绝，因为 peft 会悄悄退化为普通 OFT。",
+        when="在 GPU 上，想要 OFT 那样保留知识的更新、又想用更少参数时。CPU 上请选 OFT。"),
     "longlora": Explain(
         summary="LoRA 加上可训练的词嵌入和归一化层（LongLoRA 的 \"LoRA+\"），用于让模型适应更长的上下文。不包含 LongLoRA 的移位稀疏注意力。",
         memory="LoRA 的显存，加上词嵌入矩阵及其梯度和优化器状态（词表 × 隐藏维 × 约 16 字节），以及长上下文的激活值。",

@@ -4,6 +4,7 @@ and on the tiny Qwen2.5-VL for the methods the table marks vision-capable. The m
 meta device from config.json (no weights): peft builds its adapters there as well."""
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -24,6 +25,23 @@ QWEN2_UNTIED = {"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"], "h
 NEEDS_WEIGHTS = {("lora", "pissa"), ("lora", "olora")}
 
 
+@contextlib.contextmanager
+def boft_as_on_a_gpu(name: str):
+    """peft builds BOFT's butterfly factors only where its CUDA extension loaded (elsewhere it silently
+    builds one factor: plain OFT, which the studio refuses). Building the adapter does not call the
+    extension, so marking peft's loader cache as loaded counts the parameters a GPU worker trains."""
+    if name != "boft":
+        yield
+        return
+    from peft.tuners.boft import layer
+
+    saved, layer._FBD_CUDA = layer._FBD_CUDA, object()
+    try:
+        yield
+    finally:
+        layer._FBD_CUDA = saved
+
+
 def peft_count(config: dict, kind: str, spec: RunSpec) -> int:
     from peft import get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
@@ -34,7 +52,8 @@ def peft_count(config: dict, kind: str, spec: RunSpec) -> int:
         model = cls.from_config(hf_config)
     facts = ModelFacts(kind=kind, model_type=config["model_type"], config=config)
     peft_config = METHODS[spec.method.name].build_peft_config(spec, facts, 100)
-    trainable, _ = get_peft_model(model, peft_config).get_nb_trainable_parameters()
+    with boft_as_on_a_gpu(spec.method.name):
+        trainable, _ = get_peft_model(model, peft_config).get_nb_trainable_parameters()
     return int(trainable)
 
 
@@ -81,3 +100,19 @@ def test_vera_is_an_order_of_magnitude_below_lora(smollm2_path):
     config = json.loads((smollm2_path / "config.json").read_text())
     vera, lora = estimated(config, spec_of("vera", "balanced")), estimated(config, spec_of("lora", "balanced"))
     assert 5 * vera < lora
+
+
+def test_boft_counts_every_butterfly_factor_and_its_square_size_buffers(smollm2_path):
+    """BOFT's trainable count grows with the butterfly factor (factor x in x block per layer + out);
+    its memory holds peft's dense in x in permutation buffers, which the estimate shows as a part."""
+    config = json.loads((smollm2_path / "config.json").read_text())
+    one = RunSpec(model="builtin:smollm2-135m-instruct", data={"path": "x.jsonl"},
+                  method={"name": "boft", "block_size": 8, "butterfly_factor": 1}, train={"precision": "fp32"})
+    two = one.model_copy(update={"method": one.method.model_copy(update={"butterfly_factor": 2})})
+    assert estimated(config, two) == peft_count(config, "text", two)
+    h, layers = config["hidden_size"], config["num_hidden_layers"]
+    assert estimated(config, two) - estimated(config, one) == 4 * layers * h * 8  # q, k, v, o: one more factor
+    parts = est.estimate(estimate_request(two, config)).parts
+    assert parts["boft_buffers"] == 4 * layers * 2 * h * h * 4  # 4 layers a block, 2 factors, h x h fp32
+    assert parts["boft_workspace"] > 0
+    assert "boft_buffers" not in est.estimate(estimate_request(spec_of("oft", "balanced"), config)).parts

@@ -48,7 +48,7 @@ def test_every_preset_builds_a_peft_config(name, preset):
 
 def test_lora_defaults_follow_published_practice():
     s = METHODS["lora"].preset()
-    assert (s.r, s.alpha, s.dropout, s.targets.mode) == (16, 32, 0.05, "all-linear")
+    assert (s.r, s.alpha, s.dropout, s.targets.mode) == (16, 32, 0.0, "all-linear")
     assert METHODS["lora"].default_learning_rate == 2e-4
     cfg = METHODS["lora"].build_peft_config(spec_for("lora", use_dora=True, use_rslora=True), TEXT, 10)
     assert cfg.use_dora and cfg.use_rslora and cfg.lora_alpha == 32
@@ -161,3 +161,28 @@ def test_full_fine_tuning_keeps_a_tied_embedding_frozen_and_trains_an_untied_one
     assert not re.fullmatch(tied, "model.embed_tokens") and re.fullmatch(untied, "model.embed_tokens")
     assert re.fullmatch(tied, "model.layers.29") and re.fullmatch(tied, "model.norm")
     assert not re.fullmatch(tied, "model.layers.29.self_attn") and not re.fullmatch(untied, "model.visual.blocks.0")
+
+
+def test_boft_checks_its_block_span_against_the_models_layer_widths():
+    """peft needs block_size x 2^(factor-1) to divide every adapted layer's input size; the check reads
+    the sizes from config.json (attention: hidden 576; all-linear also intermediate 1536)."""
+    boft = METHODS["boft"]
+    assert boft.model_problems(spec_for("boft", block_size=8, butterfly_factor=2), TEXT) == []  # 576 = 16 x 36
+    assert boft.model_problems(spec_for("boft", preset="wide"), TEXT) == []  # 8 x 2^3 = 64: 576 = 9 x 64
+    problem = boft.model_problems(spec_for("boft", block_size=16, butterfly_factor=4), TEXT)[0]  # 128: 576 = 4.5 x 128
+    assert problem.field == "method.block_size" and "= 128 does not divide" in problem.message \
+        and "hidden_size 576" in problem.message and "choose a block size" in problem.hint
+    wide = spec_for("boft", block_size=16, butterfly_factor=1, targets={"mode": "all-linear"})
+    assert boft.model_problems(wide, TEXT) == []
+    bad = boft.model_problems(spec_for("boft", block_size=5, butterfly_factor=2), TEXT)
+    assert {p.field for p in bad} == {"method.block_size"} and "odd" in bad[0].message
+    cfg = boft.build_peft_config(spec_for("boft"), TEXT, 10)
+    assert (cfg.boft_block_size, cfg.boft_block_num, cfg.boft_n_butterfly_factor) == (8, 0, 2)
+    assert boft.merges and not boft.vision
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for workers without CUDA")
+def test_boft_is_refused_on_cpu_where_peft_would_silently_train_oft():
+    problems = METHODS["boft"].device_problems(spec_for("boft"))
+    assert [p.field for p in problems] == ["method.name"] and "fbd_cuda" in problems[0].message
+    assert "OFT" in problems[0].hint
