@@ -82,6 +82,7 @@ class Demand:
     count: int = 1
     pin: int | None = None
     label: str = ""
+    ref: str | None = None  # what holds the memory while the job runs, e.g. "run:3" (the UI names it)
 
 
 @dataclass
@@ -92,6 +93,7 @@ class Budget:
     margin: float = DEFAULT_MARGIN
     used: dict[int, int] = field(default_factory=dict)  # device index -> bytes
     holders: dict[int, list[str]] = field(default_factory=dict)  # device index -> who holds it
+    held: dict[int, list[dict]] = field(default_factory=dict)  # the same as {"label", "ref", "bytes"}
 
     def usable(self, device: Device) -> int:
         return int(device.total_bytes * (1 - self.margin))
@@ -99,10 +101,11 @@ class Budget:
     def free(self, device: Device) -> int:
         return self.usable(device) - self.used.get(device.index, 0)
 
-    def add(self, indices: list[int], nbytes: int, label: str) -> None:
+    def add(self, indices: list[int], nbytes: int, label: str, ref: str | None = None) -> None:
         for i in indices:
             self.used[i] = self.used.get(i, 0) + nbytes
             self.holders.setdefault(i, []).append(f"{label} {gib(nbytes)}")
+            self.held.setdefault(i, []).append({"label": label, "ref": ref, "bytes": int(nbytes)})
 
     def place(self, demand: Demand) -> list[int] | None:
         """The devices this demand fits on now (most free first), or None."""
@@ -126,6 +129,15 @@ class Budget:
         if demand.bytes > self.usable(best):
             text += f"; it can never fit there ({gib(best.total_bytes)} in all)"
         return text
+
+
+    def blocking(self, demand: Demand) -> dict:
+        """What ``why_not`` says, for the UI: the device closest to fitting, what the job needs, what
+        is free there and who holds the rest ({"label", "ref", "bytes"} each)."""
+        candidates = [d for d in self.devices if demand.pin is None or d.index == demand.pin] or self.devices
+        best = max(candidates, key=self.free)
+        return {"device": best.name, "kind": best.kind, "needs": int(demand.bytes), "free": max(0, self.free(best)),
+                "total": best.total_bytes, "holders": list(self.held.get(best.index, []))}
 
 
 def cuda_visible_devices(devices: list[Device], indices: list[int]) -> dict[str, str]:

@@ -20,12 +20,14 @@ if TYPE_CHECKING:  # torch-free at import time
 log = logging.getLogger("jobs.services")
 
 
-def engine_from_env() -> ChatEngine:
-    """A chat engine configured like training (FTS_TORCH_THREADS) and by FTS_CHAT_DEVICE/DTYPE."""
+def engine_from_env(device: str | None = None) -> ChatEngine:
+    """A chat engine configured like training (FTS_TORCH_THREADS) and by FTS_CHAT_DEVICE/DTYPE
+    (``device``: this one instead, e.g. "cpu" for a chat that does not fit beside a GPU's jobs)."""
     from studio.inference.engine import ChatEngine
 
     threads = os.environ.get("FTS_TORCH_THREADS")
-    return ChatEngine(device=os.environ.get("FTS_CHAT_DEVICE", "auto"), dtype=os.environ.get("FTS_CHAT_DTYPE", "auto"),
+    dtype = os.environ.get("FTS_CHAT_DTYPE", "auto") if device is None else "auto"
+    return ChatEngine(device=device or os.environ.get("FTS_CHAT_DEVICE", "auto"), dtype=dtype,
                       threads=int(threads) if threads else None)
 
 
@@ -36,7 +38,19 @@ class WorkerServices:
     def __init__(self, engine_factory: Callable[[], ChatEngine] = engine_from_env):
         self._engine_factory = engine_factory
         self._engine: ChatEngine | None = None
+        self._cpu_engine: ChatEngine | None = None  # chats the user sent to the CPU (the GPU was full)
         self._lock = threading.Lock()
+
+    def chat_engine_for(self, device: str | None) -> ChatEngine:
+        """The engine for a chat job: the worker's own, or (``device="cpu"``) one on the CPU when the
+        worker's engine is on a GPU. The CPU one's memory is RAM, outside the GPUs' budget."""
+        engine = self.chat_engine
+        if device != "cpu" or engine.device == "cpu":
+            return engine
+        with self._lock:
+            if self._cpu_engine is None:
+                self._cpu_engine = engine_from_env("cpu")
+            return self._cpu_engine
 
     @property
     def chat_engine(self) -> ChatEngine:
@@ -55,15 +69,20 @@ class WorkerServices:
         """Unload the chat model (another job needs the memory); the next chat loads it again."""
         with self._lock:
             engine = self._engine
-        if engine is None:
-            return
-        try:
-            engine.unload()  # waits for a generation in progress (the engine's own lock)
-        except Exception:
-            log.exception("could not release the chat engine's model")
+        _unload(engine)
 
     def close(self) -> None:
         """Release everything; the object can still be used (it starts again from nothing)."""
         self.release()
         with self._lock:
-            self._engine = None
+            cpu, self._engine, self._cpu_engine = self._cpu_engine, None, None
+        _unload(cpu)
+
+
+def _unload(engine: ChatEngine | None) -> None:
+    if engine is None:
+        return
+    try:
+        engine.unload()  # waits for a generation in progress (the engine's own lock)
+    except Exception:
+        log.exception("could not release the chat engine's model")

@@ -36,8 +36,9 @@ def training(db: Any, job: Job, device_kind: str) -> Demand | None:
                 or _plain_estimate(spec, precision, on_gpu, baseline, images) or run.estimated_peak_bytes or 0)
     processes = spec.train.num_processes
     if on_gpu:
-        return Demand(estimate, count=processes, label=f"run {run.id}")
-    return Demand(estimate * processes, label=f"run {run.id}")  # every process holds its own copy in RAM
+        return Demand(estimate, count=processes, label=f"run {run.id}", ref=f"run:{run.id}")
+    # every process holds its own copy in RAM
+    return Demand(estimate * processes, label=f"run {run.id}", ref=f"run:{run.id}")
 
 
 def _plain_estimate(spec: Any, precision: str, on_gpu: bool, baseline: int, images: int) -> int | None:
@@ -64,7 +65,10 @@ def training_measured(db: Any, job: Job) -> int | None:
 
 
 def chat(db: Any, job: Job, device_kind: str) -> Demand | None:
-    """The chat engine's model, on the engine's device (the first GPU, or the CPU)."""
+    """The chat engine's model, on the engine's device (the first GPU, or the CPU). A chat the user
+    sent to the CPU (``payload.device``) takes nothing of a GPU worker's budget."""
+    if (job.payload or {}).get("device") == "cpu" and device_kind == GPU:
+        return None
     with db.session() as s:
         row = s.get(Chat, (job.payload or {}).get("chat_id"))
         ref = row.base_model_ref if row is not None else None
@@ -98,7 +102,8 @@ def export(db: Any, job: Job, device_kind: str) -> Demand | None:
     if ref is None:
         return None
     one = chat_model_bytes(ref, "cpu")  # fp32 weights, no CUDA context
-    return Demand(2 * one, label=f"export {job.payload.get('export_id')}") if one else None
+    export_id = job.payload.get("export_id")
+    return Demand(2 * one, label=f"export {export_id}", ref=f"export:{export_id}") if one else None
 
 
 def _run_of(db: Any, job: Job) -> Run | None:

@@ -39,7 +39,7 @@ def run_chat_job(ctx: JobContext) -> dict[str, Any]:
     panes = chat.transcript["panes"]
     progress = PaneProgress(ctx, panes)
     ctx.cancel_poll_s = CANCEL_POLL_S
-    engine = ctx.services.chat_engine
+    engine = ctx.services.chat_engine_for(ctx.payload.get("device"))  # "cpu": sent there by the user
     try:
         _ensure_base(ctx, engine, chat.base_model_ref, progress)
     except BaseModelError as e:
@@ -109,7 +109,7 @@ def run_compare_job(ctx: JobContext) -> dict[str, Any]:
     settings = parse_settings(chat.settings, compare=True)
     columns, rows = chat.transcript["columns"], chat.transcript["rows"]
     ctx.cancel_poll_s = CANCEL_POLL_S
-    engine = ctx.services.chat_engine
+    engine = ctx.services.chat_engine_for(ctx.payload.get("device"))  # "cpu": sent there by the user
     progress = PaneProgress(ctx, [])  # answers go to the transcript; the job row carries the status only
     try:
         _ensure_base(ctx, engine, chat.base_model_ref, progress)

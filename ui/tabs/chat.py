@@ -21,6 +21,7 @@ from studio.inference.settings import MAX_ADAPTERS, ChatSettings, SettingsError
 from studio.training import history
 from ui import spec_widgets
 from ui.i18n import add, choices, localize, t
+from ui.tabs import chat_memory
 
 POLL_S = 0.2
 JOB_TIMEOUT_S = 6 * 3600  # a chat may wait behind a long training run; the page stops following after this
@@ -272,6 +273,7 @@ def render(db: Database) -> dict:
         panes = [gr.Chatbot(label="Base model", height=420, visible=i == 0, elem_id=f"chat-pane-{i}")
                  for i in range(PANES)]
     status = gr.Markdown(elem_id="chat-status")
+    offer, offer_text, wait_btn, cpu_btn = chat_memory.render()  # a chat that does not fit beside a run
     with gr.Accordion(t("chat.differences"), open=True):
         differences = gr.HTML(elem_id="chat-differences")
     with gr.Row():
@@ -283,15 +285,17 @@ def render(db: Database) -> dict:
             new_btn = gr.Button(t("chat.new"))
 
     def _send(cid, b, a, m, *values):
-        yield from send(db, cid, b, a, m, dict(zip(settings, values)))
+        for out in send(db, cid, b, a, m, dict(zip(settings, values))):
+            yield (*out, *chat_memory.offer_updates(db, out[1]))
 
-    send_outputs = [chat_id, job_id, status, message, *panes]
+    send_outputs = [chat_id, job_id, status, message, *panes, offer, offer_text]
     for trigger in (send_btn.click, message.submit):
         sent = trigger(_send, inputs=[chat_id, base, adapters, message, *settings.values()], outputs=send_outputs,
                        api_name="send_message" if trigger == send_btn.click else False)
         # once the answers are in: what each adapter changed against the base
         sent.then(lambda cid: differences_html(db, cid), inputs=chat_id, outputs=differences,
                   api_visibility="private")
+    chat_memory.wire(db, job_id, offer, status, wait_btn, cpu_btn)
     stop_btn.click(lambda j: chat.stop(db, int(j)) and "Stopping…" if j else "", inputs=job_id, outputs=status,
                    api_name="stop_chat")
     new_btn.click(lambda: (None, "", *panes_view(db, None)), outputs=[chat_id, status, *panes], api_name="new_chat")
