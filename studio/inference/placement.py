@@ -35,7 +35,8 @@ def memory_wait(db: Database, job_id: int) -> dict[str, Any] | None:
     held = [f"{h['name']} holds {_gib(h['bytes'])} of {device}" for h in holders]
     need = f"the chat model needs {_gib(memory['needs'])}, {_gib(memory['free'])} free"
     return {"device": device, "needs": memory["needs"], "free": memory["free"], "holders": holders,
-            "text": "; ".join([*held, need]), "wait_chosen": bool(progress.get("wait_chosen"))}
+            "text": "; ".join([*held, need]), "wait_chosen": bool(progress.get("wait_chosen")),
+            "can_use_cpu": memory.get("kind") == "gpu"}  # a CPU worker's chat waits for RAM: no other place
 
 
 def keep_waiting(db: Database, job_id: int) -> None:
@@ -48,6 +49,8 @@ def use_cpu(db: Database, job_id: int) -> None:
     """Answer this queued chat on the CPU instead: same job, now asking for the CPU (the worker
     starts it at once, beside the GPU's jobs). Raises ChatError if it started meanwhile."""
     job = _queued_chat(db, job_id)
+    if ((job.progress or {}).get("memory") or {}).get("kind") == "cpu":
+        raise ChatError("this worker has no GPU: the chat already waits for the CPU's memory")
     payload = {**(job.payload or {}), "device": "cpu"}
     progress = {**(job.progress or {}), "waiting": None, "memory": None, "message": "moved to the CPU: starting"}
     with db.session() as s:

@@ -24,7 +24,7 @@ add("chat.mem_cpu", "Use the CPU now (slower)", "立即改用 CPU（较慢）")
 def offer_updates(db: Database, job_id: Any) -> tuple[Any, Any]:
     """(the offer's visibility, who holds the memory) for the chat job ``job_id`` (None: no job)."""
     info = placement.memory_wait(db, int(job_id)) if job_id else None
-    if info is None or info["wait_chosen"]:
+    if info is None or info["wait_chosen"] or not info["can_use_cpu"]:  # on a CPU worker the status line says it
         return gr.update(visible=False), gr.update(value="")
     return gr.update(visible=True), gr.update(value=info["text"])
 
