@@ -18,11 +18,12 @@ EN = SimpleNamespace(headers={"accept-language": "en-US,en;q=0.9"})
 
 def table_columns() -> dict[str, list[str]]:
     """The column names of every gr.Dataframe in the studio, by table."""
-    from ui.tabs import datasets, export, judge, runs
+    from ui.tabs import datasets, export, judge, runs, runs_compare
 
     return {"datasets": datasets.TABLE_COLUMNS, "import problems": datasets.PROBLEM_COLUMNS,
             "exports": export.COLUMNS, "judging scoreboard": judge.SCORE_COLUMNS, "runs": runs.RUN_COLUMNS,
-            "jobs": runs.JOB_COLUMNS, "batch compare": ["Prompt", "Base model"], "settings that differ": ["field"]}
+            "jobs": runs.JOB_COLUMNS, "batch compare": ["Prompt", "Base model"], "settings that differ": ["field", "Field"],
+            "compare view": runs_compare.COLUMNS}
 
 
 @pytest.mark.parametrize("table", list(table_columns()))
@@ -80,10 +81,12 @@ def test_a_reward_model_gets_no_chat_pane_and_only_an_adapter_export(db):
     from studio.training import history
     from ui.tabs import chat as chat_tab
     from ui.tabs import export as export_tab
+    from ui.tabs import train as train_tab
 
     sft = _adapter(db, "sft lora", "sft", "CAUSAL_LM")
     reward = _adapter(db, "reward lora", "reward", "SEQ_CLS")
     assert [v for _, v in chat_tab.adapter_choices(db, SMOLLM2)] == [sft]
+    assert [v for _, v in train_tab.adapter_choices(db)] == ["", f"adapter:{sft}"]  # nothing for DPO/KTO to continue
     assert [v for _, v in export_tab.adapter_choices(db, "merged")] == [sft]
     assert [v for _, v in export_tab.adapter_choices(db, "gguf")] == [sft]
     offered = dict((v, label) for label, v in export_tab.adapter_choices(db, "adapter"))
@@ -92,6 +95,8 @@ def test_a_reward_model_gets_no_chat_pane_and_only_an_adapter_export(db):
     reward_run = next(a["run_id"] for a in history.adapters(db) if a["id"] == reward)
     assert export_tab.select_run(db, reward_run, "merged")["value"] is None
     assert export_tab.select_run(db, reward_run, "adapter")["value"] == reward
+    # 'chat with this run' on the reward run opens the base alone
+    assert chat_tab.select_run(db, reward_run)[1]["value"] == []
     # the services refuse them too (the CLI and the API do not go through the dropdowns)
     with pytest.raises(ChatError, match="reward model"):
         chat.create_chat(db, SMOLLM2, [reward])

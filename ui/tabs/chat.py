@@ -363,6 +363,7 @@ def select_runs(db: Database, run_ids) -> tuple[Any, ...]:
     if not run_ids:
         return gr.update(), gr.update(), gr.update(), *[gr.update()] * PANES
     base = training.get_run(db, int(run_ids[0])).model_ref
-    newest = {a["run_id"]: a["id"] for a in reversed(history.adapters(db, base))}  # a run's newest adapter
+    newest = {a["run_id"]: a["id"] for a in reversed(history.adapters(db, base))  # a run's newest adapter
+              if a["stage"] != "reward"}  # a reward model writes no answers: no pane
     ids = [newest[int(r)] for r in run_ids if int(r) in newest][:MAX_ADAPTERS]
     return (base, gr.update(choices=adapter_choices(db, base), value=ids), None, *empty_panes(db, base, ids))

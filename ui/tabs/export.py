@@ -17,7 +17,7 @@ from studio.export.errors import ExportError
 from studio.export.options import DEFAULT_GGUF_TYPE, DTYPES, GGUF
 from studio.training import history
 from ui.downloads import download_url
-from ui.i18n import add, localize, localized, t
+from ui.i18n import add, choices as translated_choices, localize, localized, t
 from ui.widgets import human_bytes
 
 REFRESH_S = 2.0
@@ -136,7 +136,7 @@ def render(db: Database) -> dict:
         kind = gr.Radio(label=t("ex.kind"), choices=[(t("ex.kind_merged"), "merged"), (t("ex.kind_adapter"), "adapter"),
                                                      (t("ex.kind_gguf"), GGUF)],
                         value="merged", scale=2, elem_id="export-kind")
-        dtype = gr.Dropdown(label=t("ex.dtype"), choices=list(DTYPES), value="auto", scale=1)
+        dtype = gr.Dropdown(label=t("ex.dtype"), choices=translated_choices(list(DTYPES)), value="auto", scale=1)
         shard = gr.Dropdown(label=t("ex.shard"), choices=["500MB", "2GB", "5GB", "10GB"], value="2GB", scale=1)
         gguf_type = gr.Dropdown(label=t("ex.gguf_type"), info=t("ex.gguf_info"), value=DEFAULT_GGUF_TYPE, scale=2,
                                 choices=[(t("ex.gguf_q8_0"), "q8_0"), (t("ex.gguf_f16"), "f16"), (t("ex.gguf_bf16"), "bf16")],

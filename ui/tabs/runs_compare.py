@@ -14,7 +14,7 @@ from studio import method_compare
 from studio.method_guide import millions
 from studio.methods import METHODS
 from studio.training import history
-from ui.i18n import COLUMN_ZH, add, localize, t
+from ui.i18n import COLUMN_ZH, add, localize, localized, t
 
 REFRESH_S = 3.0
 COLUMNS = ["Run", "Method", "Status", "Trainable", "Tokens/s", "Peak memory", "Final loss"]
@@ -72,7 +72,8 @@ def render(db: Database, choices: list[tuple[str, int]]) -> dict:
         pick = gr.Dropdown(label=t("runs.compare_pick"), choices=choices, multiselect=True, elem_id="runs-compare-pick")
         plot = gr.LinePlot(x="step", y="loss", color="series", label=t("runs.loss"), height=300,
                            elem_id="runs-compare-plot")
-        table = gr.Dataframe(label=t("runs.compare_results"), interactive=False, wrap=True, headers=COLUMNS,
+        table = gr.Dataframe(value=localized(lambda: pd.DataFrame(columns=COLUMNS)), label=t("runs.compare_results"),
+                             interactive=False, wrap=True, headers=COLUMNS,
                              elem_id="runs-compare-table")
         gr.Markdown(t("runs.compare_hint"))
         chat_btn = gr.Button(t("runs.compare_chat"), variant="primary", size="sm", elem_id="runs-compare-chat")

@@ -403,7 +403,8 @@ def adapter_choices(db: Database) -> list[tuple[str, str]]:
     """Adapters a dpo/kto stage can continue: ("#3 sft lora on smollm2 (builtin:...)", "adapter:3")."""
     from studio.training import history
 
-    return [("—", "")] + [(f"{a['label']} · {a['base']}", f"adapter:{a['id']}") for a in history.adapters(db)]
+    return [("—", "")] + [(f"{a['label']} · {a['base']}", f"adapter:{a['id']}") for a in history.adapters(db)
+                          if a["stage"] != "reward"]  # a reward model scores answers: no policy to continue
 
 
 def write_spec_file(db: Database, yaml_text: str) -> str | None:
