@@ -33,10 +33,12 @@ class LoraSettings(MethodSettings):
     targets: Targets = Field(default_factory=Targets)
     use_dora: bool = Field(False, description="DoRA: learn a magnitude per output feature as well (slower, often better)")
     use_rslora: bool = Field(False, description="rsLoRA: scale by alpha/sqrt(r) so high ranks keep learning")
-    init: Literal["default", "pissa", "olora"] = Field(
+    init: Literal["default", "pissa", "olora", "loftq"] = Field(
         "default", description="how the adapter starts: default (B = 0, the update starts at zero); pissa (the "
                                "weight's principal singular directions, Meng et al. 2024: converges faster); olora "
-                               "(an orthonormal QR basis of the weight, Buyukakyuz 2024)")
+                               "(an orthonormal QR basis of the weight, Buyukakyuz 2024); loftq (QLoRA 4-bit only: "
+                               "the adapter starts as the low-rank part of the quantisation error, Li et al. 2023; "
+                               "needs a CUDA GPU)")
 
 
 PRESETS: dict[str, LoraSettings] = {
@@ -71,6 +73,15 @@ DEFAULT_LEARNING_RATE = 2e-4
 def lora_problems(s: LoraSettings, prefix: str = "method") -> list[Problem]:
     """Checks shared by LoRA and QLoRA (QLoRA's settings extend LoRA's)."""
     problems = targets_problems(s.targets, prefix)
+    if s.init == "loftq" and s.name == "lora":
+        problems.append(Problem(f"{prefix}.init", "LoftQ starts the adapter from the error of quantising the base to "
+                                "4 bits; LoRA trains on the unquantised base", "choose QLoRA (4-bit) with init loftq, "
+                                "or another initialisation"))
+    if s.init == "loftq" and (s.alpha != s.r or s.use_rslora):
+        problems.append(Problem(f"{prefix}.alpha", f"LoftQ's initialisation (peft) sets B x A to the quantisation "
+                                f"error itself, which assumes a scaling of 1; alpha {s.alpha} / r {s.r}"
+                                + (" with rsLoRA" if s.use_rslora else "") + " would scale it",
+                                "set alpha = r and turn rsLoRA off"))
     if s.init != "default" and s.use_dora:
         problems.append(Problem(f"{prefix}.init", f"{s.init} initialisation cannot be combined with DoRA in peft",
                                 "turn DoRA off or use the default initialisation"))
@@ -92,8 +103,9 @@ def lora_config_kwargs(s: LoraSettings, spec: "RunSpec", model_info: Any) -> dic
 
 
 # peft's init_lora_weights: full SVD for PiSSA (deterministic, so a resumed run rebuilds the same residual base;
-# the randomised "pissa_niter_N" would not), QR for OLoRA.
-INIT = {"default": True, "pissa": "pissa", "olora": "olora"}
+# the randomised "pissa_niter_N" would not), QR for OLoRA. LoftQ (QLoRA only) starts as a default LoRA on the
+# 4-bit model, whose A and B peft's ``replace_lora_weights_loftq`` then sets when training begins (below).
+INIT = {"default": True, "pissa": "pissa", "olora": "olora", "loftq": True}
 INIT_ADAPTER = "adapter_init"  # the adapter right after PiSSA/OLoRA initialisation, in the run folder
 
 
@@ -106,6 +118,9 @@ def build_peft_config(spec: "RunSpec", model_info: Any, total_steps: int) -> Any
 # -- PiSSA / OLoRA: they move the principal part of each weight into the adapter, so the base the adapter was
 # trained on is not the base on disk. peft converts the trained adapter into a plain LoRA (rank 2r) that works
 # on the unmodified base, given the adapter as it was initialised: saved when training begins.
+# -- LoftQ (QLoRA): the adapter starts as B0 A0 ~ W - Q (Q: the 4-bit base), so on the unquantised base that chat
+# and the merged export use, the trained adapter would add that error twice. The same conversion (B A - B0 A0,
+# rank 2r) gives an adapter whose effect on W is the trained model's up to LoftQ's residual W - Q - B0 A0.
 def saves_init(spec: "RunSpec") -> bool:
     return getattr(spec.method, "init", "default") != "default"
 
@@ -115,13 +130,35 @@ def callbacks(spec: "RunSpec") -> list[Any]:
         return []
     from transformers import TrainerCallback
 
+    loftq = spec.method.init == "loftq"
+
     class SaveInitialAdapter(TrainerCallback):
         def on_train_begin(self, args, state, control, model=None, **kwargs):
             folder = Path(args.output_dir).parent / INIT_ADAPTER
+            # A fresh start (step 0; a resumed run has loaded its trained adapter by now) gets LoftQ's start on
+            # every rank alike (the SVD is deterministic), also when an earlier attempt died before a checkpoint.
+            if loftq and state.global_step == 0:
+                apply_loftq(model)
             if state.is_world_process_zero and not (folder / "adapter_config.json").exists():
                 save_initial_adapter(model, folder)
 
     return [SaveInitialAdapter()]
+
+
+def apply_loftq(model: Any) -> None:
+    """peft's ``replace_lora_weights_loftq``: each 4-bit layer's LoRA A/B become the rank-r SVD of the
+    difference between its unquantised weight (read from the model's safetensors) and its 4-bit weight.
+    peft writes fp32 tensors; the adapters keep the dtype the trainer gave them."""
+    from peft import replace_lora_weights_loftq
+
+    peft_model = model
+    while hasattr(peft_model, "module") and not hasattr(peft_model, "peft_config"):
+        peft_model = peft_model.module  # DDP
+    dtypes = {n: p.dtype for n, p in peft_model.named_parameters() if p.requires_grad}
+    replace_lora_weights_loftq(peft_model, model_path=str(peft_model.get_base_model().config._name_or_path))
+    for n, p in peft_model.named_parameters():
+        if n in dtypes and p.dtype != dtypes[n]:
+            p.data = p.data.to(dtypes[n])
 
 
 def save_initial_adapter(model: Any, folder: Path) -> None:
@@ -135,10 +172,11 @@ def save_initial_adapter(model: Any, folder: Path) -> None:
 
 
 def save_adapter(model: Any, folder: Any, run_dir: Any) -> None:
-    if not saves_init_model(model):
+    init = Path(run_dir) / INIT_ADAPTER
+    # LoftQ's peft config reads as a default LoRA: its saved initial adapter says it needs converting
+    if not saves_init_model(model) and not (init / "adapter_config.json").exists():
         model.save_pretrained(str(folder))
         return
-    init = Path(run_dir) / INIT_ADAPTER
     if not (init / "adapter_config.json").exists():
         raise RuntimeError(f"{init} is missing: the PiSSA/OLoRA adapter cannot be converted for the original base")
     model.save_pretrained(str(folder), path_initial_model_for_weight_conversion=str(init))

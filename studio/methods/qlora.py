@@ -40,6 +40,8 @@ PRESETS: dict[str, QLoraSettings] = {
     # The QLoRA paper's Guanaco setting: r=64, alpha=16 on all linear layers.
     "paper": QLoraSettings(r=64, alpha=16, dropout=0.05),
     "8-bit": QLoraSettings(r=16, alpha=32, bits=8),
+    # LoftQ (Li et al., 2023): the adapter starts as the rank-r part of the 4-bit quantisation error (CUDA only)
+    "loftq": QLoraSettings(r=16, alpha=16, init="loftq"),
 }
 
 EXPLAIN = Explain(
@@ -57,9 +59,12 @@ EXPLAIN = Explain(
 def validate(spec: "RunSpec", total_steps: int | None = None) -> list[Problem]:
     s: QLoraSettings = spec.method
     problems = lora_problems(s)
-    if s.init != "default":  # PiSSA/OLoRA rewrite the base weights, which are quantized here
+    if s.init in ("pissa", "olora"):  # PiSSA/OLoRA rewrite the base weights, which are quantized here
         problems.append(Problem("method.init", f"{s.init} initialisation needs full-precision base weights; QLoRA's "
                                 "are quantized", "use the default initialisation, or LoRA with PiSSA"))
+    if s.init == "loftq" and s.bits != 4:
+        problems.append(Problem("method.init", "LoftQ's initialisation of a quantized model (peft "
+                                "replace_lora_weights_loftq) supports 4-bit bases only", "set bits to 4"))
     if not package_available("bitsandbytes"):
         problems.append(Problem("method.name", "QLoRA needs the bitsandbytes package, which is not installed",
                                 "pip install bitsandbytes, or choose LoRA"))
@@ -121,10 +126,39 @@ def _kernel_problems_cached(precision: str) -> tuple[Problem, ...]:
     return tuple(problems)
 
 
+@functools.cache
+def loftq_problems() -> tuple[Problem, ...]:
+    """Run peft's LoftQ step (``_loftq_init_new``, what ``replace_lora_weights_loftq`` calls per layer) once on
+    a small 4-bit weight here. peft 0.21.2 computes it on "cuda" (or "xpu"), hard-coded: on a CPU-only worker
+    it fails ("Found no NVIDIA driver"), and the run is refused with that reason instead of failing mid-start."""
+    import peft
+    import torch
+
+    try:
+        import bitsandbytes as bnb
+        from peft.utils.loftq_utils import _loftq_init_new
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        weight = torch.randn(128, 128, generator=torch.Generator().manual_seed(0)) * 0.05
+        qweight = bnb.nn.Params4bit(weight.clone(), requires_grad=False, quant_type="nf4").to(device)
+        lora_a, lora_b = _loftq_init_new(qweight, weight, num_bits=4, reduced_rank=4)
+        if lora_a.shape != (4, 128) or lora_b.shape != (128, 4):
+            raise RuntimeError(f"unexpected shapes {tuple(lora_a.shape)}, {tuple(lora_b.shape)}")
+    except Exception as err:  # noqa: BLE001 - whatever stops it here stops the run: its message is the reason
+        where = "this worker has no CUDA GPU" if not torch.cuda.is_available() else "it failed on this GPU"
+        return (Problem("method.init", f"LoftQ cannot initialise here: peft {peft.__version__} computes it on CUDA "
+                        f"only and {where} ({type(err).__name__}: {str(err)[:160]})",
+                        "use the default initialisation on this worker, or run on a CUDA GPU worker"),)
+    return ()
+
+
 def device_problems(spec: "RunSpec") -> list[Problem]:
     from studio.training.device import resolve_precision
 
-    return kernel_problems(resolve_precision(spec.train.precision))
+    problems = kernel_problems(resolve_precision(spec.train.precision))
+    if spec.method.init == "loftq":
+        problems += list(loftq_problems())
+    return problems
 
 
 def estimator_fields(spec: "RunSpec") -> dict[str, Any]:
@@ -191,6 +225,8 @@ METHOD = Method(
     build_peft_config=lora.build_peft_config,  # the adapter is plain LoRA; only the base differs
     quantization_config=quantization_config,
     prepare_model=prepare_model,
+    callbacks=lora.callbacks,  # LoftQ: its initialisation, and the initial adapter for the conversion at save
+    save_adapter=lora.save_adapter,
     estimator_fields=estimator_fields,
     device_problems=device_problems,
     max_processes_without_gpu=1,  # bitsandbytes' CPU kernels are single-process

@@ -13,6 +13,9 @@ loss that computes only what training needs.
 1. A method may add a term to the loss (AdaLoRA's orthogonality penalty). peft adds that one to
    ``outputs.loss`` in its forward, but SFTTrainer 1.x computes the loss from per-token
    log-probabilities (its fused LM head) and ignores ``outputs.loss``: it is added here instead.
+   The logs keep the two apart: ``loss`` is the language-model loss (the run's curve) and
+   ``extra_loss`` the method's term, averaged over the same steps (AdaLoRA's is ~2.4 at the start on
+   small models, larger than the LM loss itself, and would hide it).
 2. A method may need more than the Trainer's checkpoint to resume exactly (AdaLoRA's full-rank
    tensors and allocator statistics): ``save_state`` / ``restore_state`` of the method table.
 """
@@ -70,6 +73,9 @@ class StudioSFTTrainer(SFTTrainer):
         reg = self.method.extra_loss(model, self.spec)
         if reg is None:
             return result
+        # per micro-batch, as added below: the logged loss holds its mean over the logging window
+        self._extra_sum = getattr(self, "_extra_sum", 0.0) + reg.detach().float()
+        self._extra_count = getattr(self, "_extra_count", 0) + 1
         # The Trainer divides the loss by the accumulation steps unless it was already normalised
         # over the whole accumulated batch (num_items_in_batch); the penalty must count once per step.
         scaled = self.loss_is_scaled_for_ga if self.loss_is_scaled_for_ga is not None else (
@@ -79,6 +85,16 @@ class StudioSFTTrainer(SFTTrainer):
             loss, outputs = result
             return loss + reg.to(loss.dtype), outputs
         return result + reg.to(result.dtype)
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        """Split the method's extra term out of the logged training loss (see 1. above)."""
+        count = getattr(self, "_extra_count", 0)
+        if "loss" in logs and count:
+            extra = float(self._extra_sum) / count
+            logs["extra_loss"] = extra
+            logs["loss"] = logs["loss"] - extra
+            self._extra_sum, self._extra_count = 0.0, 0
+        return super().log(logs, *args, **kwargs)
 
     def _loss(self, model, inputs, return_outputs, num_items_in_batch):
         use_trl = self.trl_loss if self.trl_loss is not None else fused_head_is_compact(self.args.device)

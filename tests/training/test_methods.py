@@ -186,3 +186,24 @@ def test_boft_is_refused_on_cpu_where_peft_would_silently_train_oft():
     problems = METHODS["boft"].device_problems(spec_for("boft"))
     assert [p.field for p in problems] == ["method.name"] and "fbd_cuda" in problems[0].message
     assert "OFT" in problems[0].hint
+
+
+def test_loftq_is_a_4_bit_qlora_start_with_scaling_one():
+    """LoftQ starts the adapter from the 4-bit quantisation error: QLoRA 4-bit only, alpha = r (peft sets
+    B x A to the error itself); LoRA (unquantised base) and 8-bit QLoRA refuse it with the reason."""
+    qlora, lora = METHODS["qlora"], METHODS["lora"]
+    assert qlora.validate(spec_for("qlora", preset="loftq"), 100) == []
+    cfg = qlora.build_peft_config(spec_for("qlora", preset="loftq"), TEXT, 100)
+    assert cfg.init_lora_weights is True and cfg.r == cfg.lora_alpha  # peft's replacement runs at train begin
+    assert "QLoRA" in lora.validate(spec_for("lora", init="loftq", r=16, alpha=16), 100)[0].hint
+    assert [p.field for p in qlora.validate(spec_for("qlora", init="loftq", bits=8, r=16, alpha=16), 100)] \
+        == ["method.init"]
+    assert [p.field for p in qlora.validate(spec_for("qlora", init="loftq", r=16, alpha=32), 100)] == ["method.alpha"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for workers without CUDA")
+def test_loftq_is_refused_on_cpu_with_peft_s_reason():
+    """peft 0.21.2 computes LoftQ on "cuda" (hard-coded); the pre-flight runs it once on a small weight."""
+    problems = METHODS["qlora"].device_problems(spec_for("qlora", preset="loftq"))
+    assert [p.field for p in problems] == ["method.init"] and "CUDA" in problems[0].message
+    assert METHODS["qlora"].device_problems(spec_for("qlora")) == []  # the default start trains here
