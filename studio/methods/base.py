@@ -223,8 +223,9 @@ class Method:
     # padding_free: the method works on padding-free (flattened) batches; prompt methods prepend virtual
     # tokens per row, which a flattened batch does not have, so they keep padded batches
     padding_free: bool = True
-    # vision: the method trains Qwen2.5-VL too (False: refused for vision-language models)
+    # vision: the method trains Qwen2.5-VL too (False: refused for vision-language models, for vision_refusal)
     vision: bool = True
+    vision_refusal: str = "peft prepends its virtual tokens to the text, which breaks the image token positions"
     # family, as the field teaches it: "reparameterisation" | "additive" | "selective" | "full"
     family: str = "reparameterisation"
     # merges: the adapter folds into the base weights (a merged export exists); merge_note: what

@@ -153,5 +153,7 @@ METHOD = Method(
     name=NAME, label="BOFT", settings_cls=BOFTSettings, presets=PRESETS, default_preset="balanced", explain=EXPLAIN,
     default_learning_rate=DEFAULT_LEARNING_RATE, validate=validate, build_peft_config=build_peft_config,
     model_problems=model_problems, device_problems=device_problems, estimator_fields=estimator_fields,
-    vision=False,  # not checked on Qwen2.5-VL: its vision tower has other widths, and no CPU run is possible here
+    vision=False,
+    vision_refusal="the studio has not checked BOFT on Qwen2.5-VL (it cannot train on the CPU machines where the "
+                   "vision-language tests run)",
 )

@@ -79,8 +79,8 @@ def method_model_problems(spec: RunSpec, info: Any) -> list[Problem]:
 
     method, facts = METHODS[spec.method.name], ModelFacts.of(info)
     if facts.is_vision and not method.vision:
-        return [Problem("method.name", f"{method.label} cannot train the vision-language model {spec.model}: peft "
-                        "prepends its virtual tokens to the text, which breaks the image token positions",
+        return [Problem("method.name", f"{method.label} cannot train the vision-language model {spec.model}: "
+                        f"{method.vision_refusal}",
                         "choose LoRA, QLoRA or another method marked for vision-language models")]
     return method.model_problems(spec, facts)
 

@@ -66,7 +66,7 @@ def test_methods_the_table_marks_text_only_are_refused_for_the_vision_language_m
     from studio.spec import RunSpec
 
     text_only = [m for m in METHODS.values() if not m.vision]
-    assert {m.name for m in text_only} == {"prompt_tuning", "prefix_tuning", "p_tuning"}
+    assert {m.name for m in text_only} == {"prompt_tuning", "prefix_tuning", "p_tuning", "boft"}
     for m in text_only:
         spec = RunSpec.model_validate(vl_spec(tiny_vl, mllm_id, m.name))
         problems = method_model_problems(spec, inspect(tiny_vl))
