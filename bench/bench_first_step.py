@@ -128,7 +128,7 @@ def main() -> None:
         workspaces = {}
         for mode in args.modes:
             db = Database.open(Path(tmp) / mode)
-            dataset = import_dataset(db, write_rows(Path(tmp), args.rows))
+            dataset = import_dataset(db, write_rows(db.workspace.root, args.rows)).dataset
             workspaces[mode] = (db, dataset.id)
         for i in range(args.repeats):  # interleaved: standby, fresh, standby, fresh ...
             for mode in args.modes:
