@@ -44,3 +44,15 @@ def test_two_workers_on_postgres_run_each_job_exactly_once(pg):
     runs = collections.Counter(int(line.split()[0]) for line in
                                (pg.workspace.root / "echo.log").read_text().splitlines())
     assert sorted(runs) == sorted(ids) and set(runs.values()) == {1}
+
+
+def test_a_waiting_chat_moves_to_the_cpu_on_postgres(pg):
+    from studio.inference import placement
+    from tests.inference.test_placement import waiting_chat
+
+    _, job_id = waiting_chat(pg, "gpu")
+    assert placement.memory_wait(pg, job_id)["text"].startswith("run 'big run' holds 14.0 GiB of GPU 0")
+    placement.use_cpu(pg, job_id)
+    job = queue.get(pg, job_id)
+    assert job.payload["device"] == "cpu" and job.status == JobStatus.QUEUED
+    assert queue.claim_job(pg, job_id, "w") is not None
