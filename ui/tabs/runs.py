@@ -23,6 +23,7 @@ from ui.i18n import choices as translated_choices
 from ui.tabs import runs_compare
 
 REFRESH_S = 2.0
+LOG_LINES = 12  # the live view's log panel: the log file's last lines, all in view
 JOB_COLUMNS = ["ID", "Job", "Status", "Progress", "Created (UTC)", "Duration", "Error"]
 RUN_COLUMNS = ["ID", "Name", "Status", "Model", "Dataset", "Method", "Settings", "Loss", "Eval loss", "Duration",
                "Memory est./measured", "Attempts"]
@@ -155,7 +156,7 @@ def loss_plot(db: Database, run_ids: list[int]) -> Any:
 
 def run_log(db: Database, run_id: int) -> str:
     run = training.get_run(db, run_id)
-    return activity.job_log_last_lines(db, run.job_id) if run.job_id else ""
+    return activity.job_log_last_lines(db, run.job_id, lines=LOG_LINES) if run.job_id else ""
 
 
 def live_view(db: Database, run_id):
@@ -233,7 +234,9 @@ def render(db: Database) -> dict:
                 chat_btn = gr.Button(t("runs.chat"), variant="primary", size="sm", elem_id="run-chat")
                 export_btn = gr.Button(t("runs.export"), variant="primary", size="sm", elem_id="run-export")
             action_msg = gr.Markdown()
-    log = gr.Textbox(label=t("runs.log"), lines=12, max_lines=12, autoscroll=True, interactive=False,
+    # as many lines as the box shows (it grows for wrapped lines): a longer text opened scrolled to its
+    # top, so the panel showed earlier lines and hid the last ones (the full log: "All jobs" -> Show log)
+    log = gr.Textbox(label=t("runs.log"), lines=LOG_LINES, max_lines=4 * LOG_LINES, autoscroll=True, interactive=False,
                      elem_id="run-log")
     compare = runs_compare.render(db, choices)
     with gr.Accordion(t("jobs.all"), open=False):
