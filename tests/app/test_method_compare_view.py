@@ -7,6 +7,7 @@ import pytest
 from jobs.worker import run_inline
 from studio import method_compare
 from studio.spec import RunSpec
+from studio.training import history
 from studio.training import service as training
 from ui.tabs import train_compare
 
@@ -40,11 +41,12 @@ def test_compare_view_shows_each_method_s_curve_figures_and_adapters(db, trained
     figures = {r.method: r for r in method_compare.results(db, ids)}
     for label, method in (("LoRA", "lora"), ("VeRA", "vera")):
         row, r = rows[label], figures[method]
-        assert row[0] == f"#{r.run_id}" and row[2] == "succeeded"
+        assert row[0].endswith(f"━━</span> #{r.run_id}") and row[2] == "succeeded"  # the curve's colour, the id
         assert r.trainable_measured and "est." not in row[3]  # peft's count, from the finished run
         assert float(row[4]) > 0 and row[5].endswith("GiB") and float(row[6]) == pytest.approx(r.final_loss, abs=1e-4)
     assert 10 * figures["vera"].trainable < figures["lora"].trainable
-    # one plot, a smoothed training curve per run, each with both steps
+    assert history.loss_colours(ids)[f"#{ids[1]} train"] in rows["VeRA"][0]
+    # one plot, a smoothed training curve per run, each with all its steps
     points = [dict(zip(plot["value"]["columns"], p)) for p in plot["value"]["data"]]
     for run_id in ids:
         steps = sorted(p["step"] for p in points if p["series"] == f"#{run_id} train" and p["loss"] is not None)

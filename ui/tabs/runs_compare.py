@@ -31,13 +31,18 @@ add("runs.compare_hint", "Trainable parameters are peft's count once a run has t
     "对话页最多在基础模型旁并排显示三个适配器。")
 
 
+def swatch(run_id: int, colours: dict[str, str]) -> str:
+    """The run's id after a short stroke in its curve's colour: which line is which run."""
+    return f'<span style="color:{colours.get(f"#{run_id} train", "inherit")}">━━</span> #{run_id}'
+
+
 def results_frame(db: Database, run_ids: list[int]) -> pd.DataFrame:
     """One row per run: the figures a comparison of methods is judged by."""
-    rows = []
+    rows, colours = [], history.loss_colours(run_ids)
     for r in method_compare.results(db, run_ids):
         method = METHODS[r.method].label if r.method in METHODS else r.method
         trainable = millions(r.trainable) + ("" if r.trainable_measured or r.trainable is None else " (est.)")
-        rows.append([f"#{r.run_id}", method, r.status, trainable,
+        rows.append([swatch(r.run_id, colours), method, r.status, trainable,
                      f"{r.tokens_per_s:.0f}" if r.tokens_per_s else "—",
                      f"{r.peak_bytes / 2**30:.2f} GiB" if r.peak_bytes else "—",
                      f"{r.final_loss:.4f}" if r.final_loss is not None else "—"])
@@ -74,7 +79,7 @@ def render(db: Database, choices: list[tuple[str, int]]) -> dict:
                            elem_id="runs-compare-plot")
         table = gr.Dataframe(value=localized(lambda: pd.DataFrame(columns=COLUMNS)), label=t("runs.compare_results"),
                              interactive=False, wrap=True, headers=COLUMNS,
-                             elem_id="runs-compare-table")
+                             datatype=["html", *["str"] * (len(COLUMNS) - 1)], elem_id="runs-compare-table")
         gr.Markdown(t("runs.compare_hint"))
         chat_btn = gr.Button(t("runs.compare_chat"), variant="primary", size="sm", elem_id="runs-compare-chat")
         diff = gr.Dataframe(label=t("runs.diff"), interactive=False, wrap=True)
