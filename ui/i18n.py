@@ -84,10 +84,13 @@ def wants_chinese(request: gr.Request | None) -> bool:
 
 
 def localize(frame, request: gr.Request | None):
-    """The table with its column names in the browser's language (English names are the keys)."""
-    if wants_chinese(request):
-        return frame.rename(columns=lambda c: COLUMN_ZH.get(c, c))
-    return frame
+    """The table with its column names in the browser's language (English names are the keys), and
+    its statuses (queued, running, succeeded...) too."""
+    if not wants_chinese(request):
+        return frame
+    if "Status" in frame.columns:
+        frame = frame.assign(Status=frame["Status"].map(lambda v: ZH.get(f"v.{v}", v) if isinstance(v, str) else v))
+    return frame.rename(columns=lambda c: COLUMN_ZH.get(c, c))
 
 
 def localized(make):

@@ -38,6 +38,15 @@ def test_every_table_header_has_a_chinese_name(table):
     assert list(localize(frame, EN).columns) == columns and list(localize(frame, None).columns) == columns
 
 
+def test_statuses_in_a_table_follow_the_language_too():
+    from ui.i18n import localize
+
+    frame = pd.DataFrame([[1, "succeeded"], [2, "running"], [3, "something new"]], columns=["ID", "Status"])
+    assert list(localize(frame, ZH)["状态"]) == ["成功", "运行中", "something new"]
+    assert list(localize(frame, EN)["Status"]) == ["succeeded", "running", "something new"]
+    assert list(frame["Status"]) == ["succeeded", "running", "something new"]  # the caller's frame is untouched
+
+
 def test_a_table_value_function_follows_the_request():
     """Gradio builds the page without a request (English) and calls the value function with each
     page load's request: a zh-CN browser gets Chinese headers without waiting for a timer."""
