@@ -52,6 +52,17 @@ DESCRIPTIONS_ZH = {
     "also quantize the quantization constants (~0.4 bit/param saved)": "对量化常数再量化（每参数约省 0.4 位）",
     "dtype the de-quantized weights are multiplied in; auto follows the run's precision":
         "反量化权重参与乘法的精度；auto 跟随训练精度",
+    "how the adapter starts: default (B = 0, the update starts at zero); pissa (the weight's principal singular "
+    "directions, Meng et al. 2024: converges faster); olora (an orthonormal QR basis of the weight, Buyukakyuz "
+    "2024); loftq (QLoRA 4-bit only: the adapter starts as the low-rank part of the quantisation error, Li et al. "
+    "2023; needs a CUDA GPU)":
+        "适配器的初始值：default（B = 0，更新从零开始）；pissa（权重的主奇异方向，Meng 等 2024：收敛更快）；olora（权重的"
+        "正交 QR 基，Buyukakyuz 2024）；loftq（仅限 4 位 QLoRA：适配器从量化误差的低秩部分开始，Li 等 2023；需要 CUDA GPU）",
+    "size of each orthogonal block; block_size x 2^(factor-1) must divide the input size of every adapted layer":
+        "每个正交块的大小；block_size × 2^(factor-1) 必须整除每个适配层的输入维度",
+    "number of butterfly factors: 1 is OFT; each further factor doubles the span of a rotation block":
+        "蝶形因子的个数：1 即 OFT；每多一个因子，旋转块的覆盖范围翻倍",
+    "multiplicative dropout: blocks randomly set to identity": "乘性 dropout：随机把一些块设为单位矩阵",
     "DoRA: learn a magnitude per output feature as well (slower, often better)":
         "DoRA：同时为每个输出特征学习幅度（更慢，常更好）",
     "rsLoRA: scale by alpha/sqrt(r) so high ranks keep learning": "rsLoRA：按 alpha/sqrt(r) 缩放，高秩也能持续学习",

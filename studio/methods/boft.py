@@ -33,8 +33,8 @@ class BOFTSettings(MethodSettings):
     name: Literal["boft"] = "boft"
     block_size: int = Field(8, ge=2, le=1024, description="size of each orthogonal block; block_size x 2^(factor-1) "
                                                           "must divide the input size of every adapted layer")
-    butterfly_factor: int = Field(2, ge=1, le=8, description="number of butterfly factors: 1 is OFT; each more one "
-                                                             "doubles the span of a rotation block")
+    butterfly_factor: int = Field(2, ge=1, le=8, description="number of butterfly factors: 1 is OFT; each further "
+                                                             "factor doubles the span of a rotation block")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="multiplicative dropout: blocks randomly set to identity")
     targets: Targets = Field(default_factory=lambda: Targets(mode="attention"))
 
