@@ -55,8 +55,8 @@ def describe_exception(exc: BaseException) -> dict[str, Any]:
 
 
 def killed_by_oom_killer() -> dict[str, Any]:
-    return {"step": None, "how": "the job process was killed by SIGKILL, which nobody sent it but the "
-                                  "kernel's out-of-memory killer"}
+    return {"step": None, "killed": True, "how": "the job process was killed by SIGKILL, which nobody sent it "
+                                                  "but the kernel's out-of-memory killer"}
 
 
 def error_text(info: dict[str, Any]) -> str:

@@ -127,7 +127,9 @@ def after_training_job(db: Any, job: Any, run_id: int) -> bool:
     with db.session() as s:
         run = s.get(Run, run_id)
         spec, history = RunSpec.model_validate(run.spec), list(run.attempts or [])
-    fix = next_fix(spec, resolved_checkpointing(db, run_id))
+    # raised outside the training loop (loading the model, tokenising): batch and checkpointing do not matter there
+    before_training = info.get("step") is None and not info.get("killed")
+    fix = None if before_training else next_fix(spec, resolved_checkpointing(db, run_id))
     if fix is not None and spec.train.auto_memory_fix and not _retried_already(history):
         _retry(db, job, run_id, spec, fix, info)
     else:
@@ -149,7 +151,9 @@ def _retry(db: Any, job: Any, run_id: int, spec: RunSpec, fix: MemoryFix, info: 
 
 def _fail(db: Any, job: Any, run_id: int, spec: RunSpec, fix: MemoryFix | None, info: dict[str, Any]) -> None:
     attempts.close_attempt(db, run_id, job, OUTCOME, info.get("how"), fix=fix.text() if fix else None)
-    if fix is None:
+    if fix is None and info.get("step") is None and not info.get("killed"):
+        advice = "it ran out before training began (loading the model or the data): try QLoRA or a larger device"
+    elif fix is None:
         advice = "no automatic fix is left (batch 1, checkpointing on): try QLoRA, a shorter cut-off or a larger device"
     elif spec.train.auto_memory_fix:
         advice = f"it was retried once with a fix already; suggested next: {fix.text()}"

@@ -76,3 +76,14 @@ def test_without_the_specs_permission_it_fails_as_out_of_memory_with_the_fix_sho
     assert run.spec["train"]["batch_size"] == 4  # nothing was changed by itself
     [attempt] = run.attempts
     assert attempt["outcome"] == "out of memory" and attempt["fix"].startswith("batch 2 x accumulation 4")
+
+
+@pytest.mark.slow
+def test_out_of_memory_before_training_begins_is_not_retried_with_a_batch_fix(db, alpaca_id, smollm2, monkeypatch):
+    monkeypatch.setenv(oom.TEST_HEADROOM_ENV, "300")  # the tokenizer and the rows fit; the model's weights do not
+    run_id = start_run(db, oom_spec(smollm2, alpaca_id, allowed=True))
+    assert Worker(db, WorkerConfig()).run_once()
+    run = get_run(db, run_id)
+
+    assert run.status == JobStatus.FAILED and run.error.startswith("out of memory (")
+    assert "before training began" in run.error and len(run.attempts) == 1
