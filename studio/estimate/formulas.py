@@ -44,6 +44,14 @@ Sources cited below:
              Measured (tests/estimate/test_saved_activations.py, SmolLM2 shapes, bf16, CPU): what autograd
              keeps per layer for attention-only LoRA (q/v, q/k/v/o), all-linear LoRA and IA3 equals this
              count to within the attention-mask copy.
+  [SDPAOUT]  torch ``aten/src/ATen/native/transformers/cuda/attention.cu``
+             (``_scaled_dot_product_flash_attention_cuda``, ``..._efficient_attention_cuda``; the CPU flash
+             kernel alike): the fused kernel writes its output as (batch, seq, heads, dim) and returns the
+             transposed view, which it also saves for backward; HF's ``attn_output.transpose(1, 2)
+             .contiguous()`` is then a no-op, so the input o_proj keeps (when its weight trains, or a
+             same-dtype adapter reads it) is that very tensor, not a second copy. Measured in
+             tests/estimate/test_saved_activations.py: full fine-tuning (bf16, fp32) and fp32 LoRA on
+             o_proj keep exactly one (tokens x q_dim) tensor less than counting both.
   [PEFTDORA] peft ``tuners/lora/dora.py`` ``DoraLinearLayer.forward``: builds ``lora_weight`` through an
              identity matrix (in x in), casts the base weight to the input dtype and forms W + s*BA to
              take its row norms -- out x in temporaries per adapted layer, one layer at a time.
@@ -342,13 +350,16 @@ def dropout_mask_bytes(req: EstimateRequest, cpu: bool) -> int:
 
 
 def _saved_by_linears(block: Block, adapted: set[str], weights_train: bool, c: int, a: int, r: int,
-                      dora: bool, mask: int = 0, ia3_feedforward: tuple | None = None) -> float:
+                      dora: bool, mask: int = 0, ia3_feedforward: tuple | None = None,
+                      o_input_is_attention_output: bool = False) -> float:
     """Inputs the linears keep: a linear saves its input only if its weight trains [FROZENLIN]. A
     peft LoRA layer casts its input to the adapter dtype first (``_cast_input_dtype``), so with fp32
     adapters on a 16-bit model each adapted layer keeps its own fp32 copy of the input; with
     ``lora_dropout`` > 0 also the dropout's mask (``mask`` bytes per input element).
     ``ia3_feedforward`` (IA3 only: its feed-forward module names): [PEFTIA3] feed-forward layers keep
-    their input in the vector's dtype, the others their 16-bit output."""
+    their input in the vector's dtype, the others their 16-bit output.
+    ``o_input_is_attention_output``: o_proj's input is the tensor a fused attention kernel already
+    saved [SDPAOUT], so keeping it costs nothing more."""
     roles_saved = set()
     total = 0.0
     for l in block.linears:
@@ -368,7 +379,8 @@ def _saved_by_linears(block: Block, adapted: set[str], weights_train: bool, c: i
             total += mask * l.fan_in  # dropout mask (0 without dropout)
             if dora:  # base result and LoRA result are kept for the magnitude rescaling
                 total += (c + a) * l.fan_out
-    width = {"in": block.hidden, "o": block.q_dim, "mlp_in": block.hidden, "down": block.inter}
+    width = {"in": block.hidden, "o": 0 if o_input_is_attention_output else block.q_dim, "mlp_in": block.hidden,
+             "down": block.inter}
     return total + sum(c * width[role] for role in roles_saved)
 
 
@@ -379,22 +391,26 @@ def block_saved_per_token(block: Block, req: EstimateRequest, adapted: set[str],
     - each RMSNorm keeps its fp32 input (HF upcasts to fp32): 4h; if its weight trains, also the
       normalized 16-bit tensor: c*h;
     - attention kernel inputs q, k, v (k/v after ``repeat_kv``) and its output: c*(q + 2kv + q),
-      plus the fp32 logsumexp per head for fused kernels [FLASH]; eager attention instead keeps the
-      fp32 softmax and its 16-bit copy: heads * span * (4 + c) per token (the s^2 term of [KORTH]);
+      plus the fp32 logsumexp per head for fused kernels [FLASH] -- their output is also o_proj's
+      input [SDPAOUT]; eager attention instead keeps the fp32 softmax and its 16-bit copy:
+      heads * span * (4 + c) per token (the s^2 term of [KORTH]) and not its output (the matmul
+      with v saves its inputs; o_proj's input is a ``contiguous()`` copy, kept only when o_proj
+      needs it) -- measured like [SDPAOUT];
     - SwiGLU: gate output (for SiLU), SiLU output and up output (for the product): 3*c*i;
     - linear inputs where weights train, adapter extras (``_saved_by_linears``).
     """
     c, a = compute_bytes(req), adapter_bytes(req)
     h = block.hidden
     norms = block.norms * (4 * h + (c * h if weights_train else 0))
-    attn = c * (2 * block.q_dim + 2 * block.kv_dim)
-    if req.attention == "eager":
+    attn = c * (block.q_dim + 2 * block.kv_dim)
+    if req.attention == "eager":  # the output (softmax @ v) is not saved: o_proj keeps its own copy if at all
         attn += block.heads * attn_span * (4 + c)
     else:
-        attn += 4 * block.heads
+        attn += c * block.q_dim + 4 * block.heads
     mlp = (3 if block.gated else 2) * c * block.inter
     lin = _saved_by_linears(block, adapted, weights_train, c, a, adapter_rank(req), req.method == "dora",
-                            dropout_mask_bytes(req, cpu), tuple(req.feedforward) if req.method == "ia3" else None)
+                            dropout_mask_bytes(req, cpu), tuple(req.feedforward) if req.method == "ia3" else None,
+                            o_input_is_attention_output=req.attention != "eager")
     return norms + attn + mlp + lin
 
 

@@ -6,10 +6,11 @@ the autograd graph is walked: every tensor a backward node saved (``_saved_*``),
 parameters and buffers. One layer's bytes are the difference between a 2-layer and a 1-layer model, so
 embeddings and the final norm cancel. The weights are random: what is saved depends on shapes only.
 
-This is the measurement behind ``formulas.block_saved_per_token`` for adapters on some of the linears
-(``[FROZENLIN]``, ``[PEFTIA3]`` in ``studio/estimate/formulas.py``): a frozen Linear keeps no input, a frozen
-MLP still keeps gate/SiLU/up so that the gradient reaches the adapters below it, and each adapted layer
-keeps its own fp32 copy of its input. Not modeled, and left out of the comparison: the float attention
+This is the measurement behind ``formulas.block_saved_per_token`` (``[FROZENLIN]``, ``[PEFTIA3]``,
+``[SDPAOUT]`` in ``studio/estimate/formulas.py``): a frozen Linear keeps no input, a frozen MLP still keeps
+gate/SiLU/up so that the gradient reaches the adapters below it, each adapted layer keeps its own fp32 copy
+of its input, and o_proj's input is the tensor the fused attention kernel saved already (eager attention
+saves its softmax instead of its output). Not modeled, and left out of the comparison: the float attention
 mask SDPA makes from a boolean one in every layer (2 bytes x seq per token and layer here).
 """
 from __future__ import annotations
@@ -34,7 +35,11 @@ def _model(layers: int, adapter: dict):
     cfg = transformers.LlamaConfig(**{k: v for k, v in CONFIG.items() if not k.startswith("_")})
     cfg.num_hidden_layers = layers
     torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM._from_config(cfg, attn_implementation="sdpa", dtype=torch.bfloat16)
+    dtype = torch.float32 if adapter.get("dtype") == "fp32" else torch.bfloat16
+    model = transformers.LlamaForCausalLM._from_config(cfg, attn_implementation=adapter.get("attention", "sdpa"),
+                                                       dtype=dtype)
+    if adapter["method"] == "full":
+        return model
     if adapter["method"] == "ia3":
         pc = peft.IA3Config(target_modules=list(adapter["targets"]), feedforward_modules=list(adapter["feedforward"]))
     else:
@@ -47,11 +52,13 @@ def saved_bytes(layers: int, adapter: dict, batch: int) -> float:
     """Bytes of the tensors autograd saved in one forward of ``batch`` rows of ``SEQ`` tokens (the
     second row padded when batch > 1, so that the batch carries an attention mask)."""
     model = _model(layers, adapter)
+    model.train()
     ids = torch.randint(0, 1000, (batch, SEQ))
     mask = torch.ones(batch, SEQ, dtype=torch.long)
     if batch > 1:
         mask[1, -SEQ // 4:] = 0
-    out = model.base_model.model.model(input_ids=ids, attention_mask=mask).last_hidden_state
+    decoder = model.model if adapter["method"] == "full" else model.base_model.model.model
+    out = decoder(input_ids=ids, attention_mask=mask).last_hidden_state
     params = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
     seen, total, stack, visited = set(), 0, [out.grad_fn], set()
     while stack:
@@ -89,11 +96,13 @@ def measured_per_layer_token(adapter: dict, batch: int) -> float:
 
 
 def formula_per_layer_token(adapter: dict, batch: int) -> float:
-    kwargs = dict(method=adapter["method"], targets=tuple(adapter["targets"]), batch_size=batch, seq_len=SEQ,
-                  dtype="bf16", attention="sdpa")
+    kwargs = dict(method=adapter["method"], batch_size=batch, seq_len=SEQ, dtype=adapter.get("dtype", "bf16"),
+                  attention=adapter.get("attention", "sdpa"))
+    if adapter["method"] != "full":
+        kwargs["targets"] = tuple(adapter["targets"])
     if adapter["method"] == "ia3":
         kwargs["feedforward"] = tuple(adapter["feedforward"])
-    else:
+    elif adapter["method"] != "full":
         kwargs["lora_rank"] = adapter["r"]
     req = EstimateRequest(config=CONFIG, **kwargs)
     return f.text_layer_bytes_per_token(ModelArch.from_config(CONFIG), req, SEQ, cpu=True)
@@ -104,6 +113,14 @@ ATTENTION_QKVO = {"method": "lora", "r": 32, "targets": ("q_proj", "k_proj", "v_
 ALL_LINEAR = {"method": "lora", "r": 32,
               "targets": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")}
 IA3 = {"method": "ia3", "targets": ("k_proj", "v_proj", "down_proj"), "feedforward": ("down_proj",)}
+# fp32 weights and adapters: the adapted layers read their input as it is (no fp32 copy), so o_proj's LoRA keeps
+# the very tensor SDPA returned (and saved); full fine-tuning: every linear keeps its input.
+ATTENTION_QKVO_FP32 = {**ATTENTION_QKVO, "dtype": "fp32"}
+FULL = {"method": "full"}
+FULL_FP32 = {"method": "full", "dtype": "fp32"}
+# eager attention keeps the softmax (fp32 and its 16-bit copy), not its output
+ATTENTION_QV_EAGER = {**ATTENTION_QV, "attention": "eager"}
+FULL_EAGER = {"method": "full", "attention": "eager"}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -116,11 +133,13 @@ def _threads():
 
 @pytest.mark.parametrize("adapter,batch", [
     (ATTENTION_QV, 2), (ATTENTION_QKVO, 2), (ATTENTION_QKVO, 1), (ALL_LINEAR, 2), (IA3, 2),
-], ids=["lora-qv-masked", "lora-qkvo-masked", "lora-qkvo-one-row", "lora-all-linear-masked", "ia3-k-v-down"])
+    (ATTENTION_QKVO_FP32, 2), (FULL, 2), (FULL_FP32, 1), (ATTENTION_QV_EAGER, 2), (FULL_EAGER, 1),
+], ids=["lora-qv-masked", "lora-qkvo-masked", "lora-qkvo-one-row", "lora-all-linear-masked", "ia3-k-v-down",
+        "lora-qkvo-fp32", "full-bf16-masked", "full-fp32-one-row", "lora-qv-eager", "full-eager"])
 def test_saved_activations_per_layer_equal_the_formula(adapter, batch):
     measured = measured_per_layer_token(adapter, batch)
     estimated = formula_per_layer_token(adapter, batch)
-    print(f"{adapter['method']} {adapter['targets']} batch {batch}: measured {measured:.0f} B, formula "
+    print(f"{adapter['method']} {adapter.get('dtype', 'bf16')} {adapter.get('targets', '')} batch {batch}: measured {measured:.0f} B, formula "
           f"{estimated:.0f} B per token and layer ({estimated / measured - 1:+.2%})")
     assert abs(estimated / measured - 1) <= TOLERANCE, (adapter, batch, measured, estimated)
 
