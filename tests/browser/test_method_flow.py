@@ -65,6 +65,10 @@ def chat_with_vera(page) -> None:
     page.get_by_role("tab", name="Chat", selected=True).wait_for()
     page.locator("#chat-pane-1").wait_for(state="visible")
     assert "vera" in page.locator("#chat-pane-1").inner_text().lower()  # the pane's label names the adapter
+    page.get_by_text("Generation settings").first.click()
+    short = page.get_by_label("Max new tokens").first  # a few words are enough to see an answer: fast on 2 cores
+    short.fill("24")
+    short.press("Tab")
     page.locator("#chat-input textarea").fill("What is the capital of France?")
     page.locator("#chat-send").click()
     answered = """() => ['#chat-pane-0', '#chat-pane-1'].every(pane => {
