@@ -48,14 +48,15 @@ PRESETS: dict[str, BOFTSettings] = {
 
 EXPLAIN = Explain(
     summary="Orthogonal fine-tuning (like OFT: each adapted weight is rotated, keeping the neurons' relations) "
-            "with the rotation built as a chain of small butterfly blocks, as in the FFT: small blocks that "
-            "still mix every feature, with fewer parameters than OFT at the same reach.",
+            "with the rotation built as a chain of small butterfly blocks, as in the FFT: blocks of size b in f "
+            "factors mix features across b x 2^(f-1) inputs, at f x b trained numbers per input feature.",
     memory="Few trainable numbers, but peft keeps dense in x in permutation matrices per adapted layer and "
            "several in x in matrices per layer for backward: grows with the square of the layer width, so "
            "attention layers only by default.",
     speed="Slower than LoRA and OFT: the rotation is rebuilt and multiplied out every step. Needs peft's CUDA "
           "extension (built on first use): refused on CPU, where peft would silently train plain OFT.",
-    when="On a GPU, when you want OFT's knowledge-preserving updates with fewer parameters. On CPU choose OFT.",
+    when="On a GPU, when you want OFT's knowledge-preserving updates with rotations that reach further than "
+         "one small block. On CPU choose OFT.",
 )
 
 # peft's BOFT docs give no rate for language models; like OFT it learns a rotation: the studio's LoRA-range start.
