@@ -163,11 +163,20 @@ class MethodResult:
     adapter_id: int | None
 
 
-def result(db: Any, run_id: int) -> MethodResult:
+def job_result(db: Any, job_id: int | None) -> dict[str, Any]:
+    """What the training job returned (figures of the whole run), or {} before it ends / without a job row."""
     from jobs import queue
 
+    try:
+        result = queue.get(db, job_id).result if job_id else None
+    except LookupError:  # the job row is gone (older workspaces)
+        return {}
+    return result if isinstance(result, dict) else {}
+
+
+def result(db: Any, run_id: int) -> MethodResult:
     run = training.get_run(db, run_id)
-    done = (queue.get(db, run.job_id).result or {}) if run.job_id else {}
+    done = job_result(db, run.job_id)
     latest = history.latest_metrics(db, run_id)
     measured = (done.get("model") or {}).get("trainable_parameters")
     trainable = measured if measured is not None else estimated_trainable(run.spec)
