@@ -20,7 +20,8 @@ from typing import Any
 
 from studio.methods import METHODS, ModelFacts
 from studio.spec import Problem, RunSpec, SpecError
-from studio.training import history, service as training
+from studio.training import history
+from studio.training import service as training
 
 DEFAULT_METHODS = ("lora", "vera", "ia3")  # three families, each small on any model; the chat shows three adapters
 MIN_METHODS, MAX_METHODS = 2, 6

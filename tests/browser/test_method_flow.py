@@ -9,8 +9,11 @@ import re
 
 import pytest
 
+from tests.browser import test_studio_flow
 from tests.browser.browser import free_port, screenshot, start_studio, stop_studio
-from tests.browser.test_studio_flow import open_tab, page, pick, plot_has_colour, set_number  # noqa: F401
+from tests.browser.test_studio_flow import open_tab, pick, set_number
+
+page = test_studio_flow.page  # the Chromium page fixture (a screenshot of the page when the test fails)
 
 pytestmark = [pytest.mark.browser]
 STEP_TIMEOUT_MS = 240_000
