@@ -118,7 +118,8 @@ def stepper(trainer):
 
     def step():
         batch = next(loader)
-        trainer.training_step(trainer.model, batch, num_items_in_batch=None)
+        with trainer.accelerator.autocast():  # as Trainer.train runs the forward (accelerate wraps it)
+            trainer.training_step(trainer.model, batch, num_items_in_batch=None)
         torch.nn.utils.clip_grad_norm_([p for p in trainer.model.parameters() if p.requires_grad], 1.0)
         trainer.optimizer.step()
         trainer.lr_scheduler.step()
