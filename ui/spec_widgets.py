@@ -19,7 +19,8 @@ import gradio as gr
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from ui.i18n import EN, add, choices as translated_choices, t
+from ui.i18n import EN, add, t
+from ui.i18n import choices as translated_choices
 
 SLIDER_MAX_SPAN = 100_000  # wider ranges (cutoff up to 1M tokens, rank up to 1024) still slide; beyond: a box
 

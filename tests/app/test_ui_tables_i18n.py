@@ -60,7 +60,8 @@ def test_a_table_value_function_follows_the_request():
 
 def test_chinese_list_values_for_generated_controls():
     """Literal fields (precision auto, gradient checkpointing on/off) and presets show translated labels."""
-    from ui.i18n import ZH as ZH_STRINGS, choices
+    from ui.i18n import ZH as ZH_STRINGS
+    from ui.i18n import choices
 
     labels = {value: label for label, value in choices(["auto", True, False, "balanced", "frozen"])}
     assert {ZH_STRINGS[labels[v].key] for v in labels} == {"自动", "开启", "关闭", "均衡", "冻结"}
@@ -98,7 +99,7 @@ def test_a_reward_model_gets_no_chat_pane_and_only_an_adapter_export(db):
     assert [v for _, v in train_tab.adapter_choices(db)] == ["", f"adapter:{sft}"]  # nothing for DPO/KTO to continue
     assert [v for _, v in export_tab.adapter_choices(db, "merged")] == [sft]
     assert [v for _, v in export_tab.adapter_choices(db, "gguf")] == [sft]
-    offered = dict((v, label) for label, v in export_tab.adapter_choices(db, "adapter"))
+    offered = {v: label for label, v in export_tab.adapter_choices(db, "adapter")}
     assert set(offered) == {sft, reward} and "reward model" in offered[reward]
     # 'export this run' on the reward run preselects nothing for a merge, its adapter for 'adapter only'
     reward_run = next(a["run_id"] for a in history.adapters(db) if a["id"] == reward)

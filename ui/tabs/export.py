@@ -17,7 +17,8 @@ from studio.export.errors import ExportError
 from studio.export.options import DEFAULT_GGUF_TYPE, DTYPES, GGUF
 from studio.training import history
 from ui.downloads import download_url
-from ui.i18n import add, choices as translated_choices, localize, localized, t
+from ui.i18n import add, localize, localized, t
+from ui.i18n import choices as translated_choices
 from ui.widgets import human_bytes
 
 REFRESH_S = 2.0
@@ -172,7 +173,9 @@ def render(db: Database) -> dict:
     selected.change(lambda e: details_html(db, e), inputs=selected, outputs=details, api_name="export_details")
 
     def _delete(export_id, request: gr.Request | None = None):
-        table_now = lambda: localize(exports_table(db), request)  # noqa: E731
+        def table_now():
+            return localize(exports_table(db), request)
+
         if not export_id:
             return "Pick an export to delete.", table_now(), gr.update()
         try:

@@ -20,7 +20,8 @@ from studio.planning import MemoryPlan, cpu_plan_text, dataset_images_per_sample
 from studio.spec import LR_MAX, LR_MIN, DataSpec, RunSpec, StageSettings, TrainSettings, VisionSettings, parse_spec
 from ui import spec_widgets
 from ui.tabs import train_compare
-from ui.i18n import add, choices as translated_choices, t, wants_chinese
+from ui.i18n import add, t, wants_chinese
+from ui.i18n import choices as translated_choices
 from ui.memory_bar import memory_bar_html
 
 add("tr.intro", "Build a run: pick a model, a dataset and a method; the memory estimate updates as you go. "
