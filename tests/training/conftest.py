@@ -29,13 +29,18 @@ def _upload(db, source: Path) -> Path:
     return dest
 
 
-@pytest.fixture
-def alpaca_id(db, sample_data) -> int:
+def import_alpaca(db, sample_data: Path) -> int:
     """48 Alpaca rows, 8 of them held out as the validation split."""
     from studio.datasets import ImportOptions, import_dataset
 
     src = _upload(db, sample_data / "alpaca_en_demo.json")
     return import_dataset(db, src, ImportOptions(limit=48, val_fraction=8 / 48, seed=1)).dataset.id
+
+
+@pytest.fixture
+def alpaca_id(db, sample_data) -> int:
+    """48 Alpaca rows, 8 of them held out as the validation split."""
+    return import_alpaca(db, sample_data)
 
 
 @pytest.fixture
