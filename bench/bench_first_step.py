@@ -26,13 +26,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe  # noqa: E402  (bench/machine.py)
+from machine import describe
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from chaos_worker import write_rows  # noqa: E402  (the alpaca rows as canonical JSONL)
+from chaos_worker import write_rows
 
 
 class Timeline(threading.Thread):

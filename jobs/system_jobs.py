@@ -24,7 +24,8 @@ def sleep(ctx: JobContext) -> dict:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if ctx.payload.get("spawn_grandchild"):
         # A grandchild in the same process group: proves cancel kills the whole group.
-        import subprocess, sys
+        import subprocess
+        import sys
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
         (ctx.workspace.root / f"grandchild-{ctx.job_id}.pid").write_text(str(child.pid))
     if ctx.payload.get("allocate_mb"):  # tests: a real allocation failure under a memory cap

@@ -37,7 +37,8 @@ from jobs.devices import (
 from jobs.kinds import KINDS, JobKind, get_kind
 from jobs.runner import EXIT_CANCELLED, EXIT_OK, WORKER_PID_ENV
 from jobs.services import WorkerServices
-from jobs.standby import Standby, enabled_by_env as standby_enabled_by_env
+from jobs.standby import Standby
+from jobs.standby import enabled_by_env as standby_enabled_by_env
 from storage.db import Database
 from storage.models import Job, JobStatus
 

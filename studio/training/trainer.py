@@ -22,8 +22,9 @@ loss that computes only what training needs.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from trl import SFTTrainer

@@ -63,3 +63,19 @@ def screenshot(page, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def ask_chat(page, question: str, max_new_tokens: int, min_chars: int, timeout_ms: int) -> None:
+    """Chat tab: cap the answer's length (a few words show the adapter answers; fast on 2 cores), send
+    ``question`` and wait until both the base pane and the adapter pane have answered."""
+    page.get_by_text("Generation settings").first.click()
+    tokens = page.locator(".block", has_text="Max new tokens").locator("input[type=number]").first
+    tokens.fill(str(max_new_tokens))
+    tokens.press("Tab")
+    page.locator("#chat-input textarea").fill(question)
+    page.locator("#chat-send").click()
+    answered = """min => ['#chat-pane-0', '#chat-pane-1'].every(pane => {
+        const bots = [...document.querySelectorAll(pane + ' .message.bot')];
+        return bots.length > 0 && bots[bots.length - 1].innerText.trim().length > min;
+    }) && document.querySelector('#chat-status').innerText.trim() === ''"""
+    page.wait_for_function(answered, arg=min_chars, timeout=timeout_ms)

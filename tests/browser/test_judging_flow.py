@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from tests.browser.browser import start_studio, stop_studio, free_port, screenshot
+from tests.browser.browser import free_port, screenshot, start_studio, stop_studio
 from tests.browser.test_studio_flow import open_tab, page  # noqa: F401  (the Chromium page fixture)
 
 pytestmark = [pytest.mark.browser]

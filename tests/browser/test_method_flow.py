@@ -10,7 +10,13 @@ import re
 import pytest
 
 from tests.browser import test_studio_flow
-from tests.browser.browser import free_port, screenshot, start_studio, stop_studio
+from tests.browser.browser import (
+    ask_chat,
+    free_port,
+    screenshot,
+    start_studio,
+    stop_studio,
+)
 from tests.browser.test_studio_flow import open_tab, pick, set_number
 
 page = test_studio_flow.page  # the Chromium page fixture (a screenshot of the page when the test fails)
@@ -68,17 +74,7 @@ def chat_with_vera(page) -> None:
     page.get_by_role("tab", name="Chat", selected=True).wait_for()
     page.locator("#chat-pane-1").wait_for(state="visible")
     assert "vera" in page.locator("#chat-pane-1").inner_text().lower()  # the pane's label names the adapter
-    page.get_by_text("Generation settings").first.click()
-    short = page.get_by_label("Max new tokens").first  # a few words are enough to see an answer: fast on 2 cores
-    short.fill("24")
-    short.press("Tab")
-    page.locator("#chat-input textarea").fill("What is the capital of France?")
-    page.locator("#chat-send").click()
-    answered = """() => ['#chat-pane-0', '#chat-pane-1'].every(pane => {
-        const bots = [...document.querySelectorAll(pane + ' .message.bot')];
-        return bots.length > 0 && bots[bots.length - 1].innerText.trim().length > 3;
-    }) && document.querySelector('#chat-status').innerText.trim() === ''"""
-    page.wait_for_function(answered, timeout=STEP_TIMEOUT_MS)
+    ask_chat(page, "What is the capital of France?", max_new_tokens=24, min_chars=3, timeout_ms=STEP_TIMEOUT_MS)
 
 
 def test_vera_card_run_chat_then_compare_two_methods(studio_url, page, smollm2_path):

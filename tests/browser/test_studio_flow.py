@@ -9,9 +9,16 @@ import zipfile
 
 import pytest
 
+from tests.browser.browser import (
+    CHROMIUM_ARGS,
+    ask_chat,
+    chromium_path,
+    free_port,
+    screenshot,
+    start_studio,
+    stop_studio,
+)
 from tests.conftest import require
-from tests.browser.browser import (CHROMIUM_ARGS, chromium_path, free_port, screenshot, start_studio,
-                                   stop_studio)
 
 pytestmark = [pytest.mark.browser]
 STEP_TIMEOUT_MS = 240_000
@@ -202,17 +209,7 @@ def test_upload_train_chat_export_download(studio_url, page, sample_data, tmp_pa
     summary = page.locator("#chat-summary")
     summary.get_by_text(re.compile(rf"{MAX_STEPS} steps, loss \d+\.\d+ → \d+\.\d+")).wait_for(timeout=15_000)
     assert box(page, "#chat-summary")["y"] + box(page, "#chat-summary")["height"] <= box(page, "#chat-pane-1")["y"]
-    page.get_by_text("Generation settings").first.click()
-    tokens = page.locator(".block", has_text="Max new tokens").locator("input[type=number]").first
-    tokens.fill("48")
-    tokens.press("Tab")
-    page.locator("#chat-input textarea").fill("Give three tips for staying healthy.")
-    page.locator("#chat-send").click()
-    answered = """() => ['#chat-pane-0', '#chat-pane-1'].every(pane => {
-        const bots = [...document.querySelectorAll(pane + ' .message.bot')];
-        return bots.length > 0 && bots[bots.length - 1].innerText.trim().length > 10;
-    }) && document.querySelector('#chat-status').innerText.trim() === ''"""
-    page.wait_for_function(answered, timeout=STEP_TIMEOUT_MS)
+    ask_chat(page, "Give three tips for staying healthy.", max_new_tokens=48, min_chars=10, timeout_ms=STEP_TIMEOUT_MS)
     differences = page.locator("#chat-differences")
     differences.get_by_text("similarity to the base").first.wait_for(timeout=15_000)
     similarity = float(re.search(r"similarity to the base (\d\.\d+)", differences.inner_text()).group(1))
