@@ -21,8 +21,6 @@ loss that computes only what training needs.
 """
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,25 +54,6 @@ def labelled_logits_loss(model: Any, inputs: dict[str, Any], num_items_in_batch:
     return loss_sum / torch.as_tensor(count, device=loss_sum.device).clamp(min=1), outputs
 
 
-@contextlib.contextmanager
-def adapter_input_cast_only_without_autocast(model: Any, device: torch.device) -> Iterator[None]:
-    """peft casts each adapter's input to the adapter's dtype (fp32 beside a bf16 model) before its
-    matmul; under mixed precision autocast then casts it back to bf16 for that very matmul. With
-    autocast on, the first cast is a copy of every adapted layer's input for nothing: it is switched
-    off here (the flag peft's own ``helpers.disable_input_dtype_casting`` sets, only on the layers
-    that have it: that helper fails on IA3's). The same dtypes reach every matmul, so loss and
-    gradients stay bit-identical (tests/training/test_adapter_cast.py); ~8% of a bf16 CPU step."""
-    layers = [] if not torch.is_autocast_enabled(device.type) else [
-        m for m in model.modules() if getattr(m, "cast_input_dtype_enabled", None) is True]
-    for layer in layers:
-        layer.cast_input_dtype_enabled = False
-    try:
-        yield
-    finally:
-        for layer in layers:
-            layer.cast_input_dtype_enabled = True
-
-
 def is_prompt_learning(model: Any) -> bool:
     """Prompt tuning, prefix tuning, P-tuning: peft adds virtual tokens instead of changing layers."""
     while hasattr(model, "module") and not hasattr(model, "active_peft_config"):
@@ -88,8 +67,7 @@ class StudioSFTTrainer(SFTTrainer):
     trl_loss: bool | None = None  # None: TRL's fused head only where it is compact; True: always (benchmarks)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        with adapter_input_cast_only_without_autocast(model, self.args.device):
-            result = self._loss(model, inputs, return_outputs, num_items_in_batch)
+        result = self._loss(model, inputs, return_outputs, num_items_in_batch)
         if self.method is None or self.method.extra_loss is None or not model.training:
             return result
         reg = self.method.extra_loss(model, self.spec)
