@@ -215,7 +215,7 @@ def main() -> None:
     p.add_argument("--lf-python", default="/tmp/lfvenv/bin/python")
     p.add_argument("--rank", type=int, default=8)
     p.add_argument("--alpha", type=int, default=32)
-    p.add_argument("--dropout", type=float, default=0.05, help="LoRA dropout, every side (the studio's default)")
+    p.add_argument("--dropout", type=float, default=0.0, help="LoRA dropout, every side (0: the default of the studio and of LLaMA-Factory)")
     p.add_argument("--seq", type=int, default=512, help="cut-off")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--steps", type=int, default=20)
