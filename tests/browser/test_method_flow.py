@@ -88,8 +88,9 @@ def test_vera_card_run_chat_then_compare_two_methods(studio_url, page, smollm2_p
     expected = vera_trainable(smollm2_path)
     card = page.locator("#train-method-card")
     card.get_by_text(re.compile(r"Parameters trained on this model")).wait_for()
-    page.wait_for_function("() => document.querySelector('#train-method-card').innerText.includes('VeRA')")
-    text = card.inner_text()
+    # the settings just changed re-render the card: wait until Gradio's "processing" overlay has gone
+    page.wait_for_function("() => document.querySelector('#train-method-card').innerText.trim().startsWith('VeRA')")
+    text = card.inner_text().strip()
     assert text.startswith("VeRA") and f"{expected} (" in text and "LoRA r16:" in text, text
     assert "random" in text and "merges into the model's weights" in text
     page.locator("#train-memory").get_by_text("fits").wait_for()

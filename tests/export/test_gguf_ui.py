@@ -32,8 +32,9 @@ def client(db, adapters):
 def test_export_tab_queues_a_gguf_export_and_refuses_a_vision_language_model(db, client, adapters):
     text_id, vl_id = adapters
 
-    gguf_visible, shard_visible = client.predict("gguf", api_name="/export_kind_changed")
+    gguf_visible, shard_visible, adapter_choice = client.predict("gguf", text_id, api_name="/export_kind_changed")
     assert gguf_visible["visible"] is True and shard_visible["visible"] is False
+    assert adapter_choice["value"] == text_id  # a text LoRA stays chosen: GGUF can be made of it
 
     message, table, _ = client.predict(text_id, "gguf", "auto", "2GB", "f16", api_name="/start_export")
     export = service.list_exports(db, adapter_id=text_id)[0]

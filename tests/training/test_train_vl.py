@@ -36,7 +36,9 @@ VL_METHODS = [(m, p) for m in METHODS if METHODS[m].vision for p in (("auto", "f
 VL_LR = {"full": 1e-3, "freeze": 1e-3}
 # Scaling vectors (VeRA's, IA3's) rescale what the random-weight test model already computes: in 12 steps at the
 # highest allowed rate its loss falls by ~0.06-0.08 (measured), not the 0.3 the other methods reach.
-VL_MIN_DROP = {"vera": 0.03, "ia3": 0.03}
+# AdaLoRA's logged loss is the LM loss alone (its orthogonality penalty is logged apart) and its singular values
+# start at zero: measured 7.94 -> 7.68 here, auto and fp32 alike.
+VL_MIN_DROP = {"vera": 0.03, "ia3": 0.03, "adalora": 0.12}
 
 
 @pytest.mark.parametrize("method, precision", VL_METHODS)
