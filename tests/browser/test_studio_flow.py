@@ -82,7 +82,9 @@ def plot_has_colour(page, selector: str, rgb: tuple[int, int, int], min_pixels: 
     return near >= min_pixels
 
 
-MAX_STEPS = 12
+# The run is cancelled once the page shows a step in 2-9: the steps after it leave room for the cancel to land
+# before the run would end (~1 s a step on a quiet core; a poll and the cancel take ~2 s).
+MAX_STEPS = 16
 TABS = ["datasets", "train", "runs", "chat", "export"]
 TAB_NAMES = {"en": ["Datasets", "Train", "Runs", "Chat", "Export"], "zh-CN": ["数据集", "训练", "运行记录", "对话", "导出"]}
 RANK_METHODS = {"en": "Rank the methods", "zh-CN": "为方法排序"}
