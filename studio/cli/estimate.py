@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from studio.estimate import EstimateRequest
 
 
 def register(subparsers) -> None:
@@ -93,7 +97,7 @@ def _targets(text: str):
     return names
 
 
-def request_from_args(args, data=None) -> "EstimateRequest":
+def request_from_args(args, data=None) -> EstimateRequest:
     from studio.estimate import EstimateRequest, load_config
 
     return EstimateRequest(
