@@ -19,6 +19,16 @@ EXIT_OK, EXIT_ERROR, EXIT_CANCELLED = 0, 1, 3
 WORKER_PID_ENV = "FTS_WORKER_PID"
 
 
+def kill_group(proc) -> None:
+    """The worker's side: SIGKILL a runner (a ``subprocess.Popen`` started in its own process group)
+    with everything it started, and reap it."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
+
+
 def die_with_parent() -> None:
     """Ask Linux to SIGKILL us if the worker dies, so a killed worker leaves no orphan job.
 

@@ -27,6 +27,8 @@ import time
 import uuid
 from pathlib import Path
 
+from jobs.runner import kill_group
+
 log = logging.getLogger("jobs.standby")
 ENV_SWITCH = "FTS_WORKER_STANDBY"
 RETRY_AFTER_S = 60.0
@@ -98,7 +100,7 @@ class Standby:
             proc.stdin.write((json.dumps(order) + "\n").encode())
             proc.stdin.close()
         except OSError:  # it died between warm() and now
-            _kill(proc)
+            kill_group(proc)
             return None
         return proc
 
@@ -109,24 +111,11 @@ class Standby:
 
     def _discard(self) -> None:
         if self.proc is not None:
-            _kill(self.proc)
+            kill_group(self.proc)
             self.proc = None
         for path in (self.log_path, self.ready_path):
             if path is not None:
                 path.unlink(missing_ok=True)
-
-
-def _kill(proc: subprocess.Popen) -> None:
-    import signal
-
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
 
 
 # -- the runner's side --------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from jobs.devices import (
     parse_devices,
 )
 from jobs.kinds import KINDS, JobKind, get_kind
-from jobs.runner import EXIT_CANCELLED, EXIT_OK, WORKER_PID_ENV
+from jobs.runner import EXIT_CANCELLED, EXIT_OK, WORKER_PID_ENV, kill_group
 from jobs.services import WorkerServices
 from jobs.standby import Standby
 from jobs.standby import enabled_by_env as standby_enabled_by_env
@@ -346,7 +346,7 @@ class Worker:
             if now - last_beat >= self.config.heartbeat_s:
                 last_beat = now
                 if not queue.heartbeat(self.db, job_id, self.worker_id, self.config.lease_s):
-                    _kill_group(proc)
+                    kill_group(proc)
                     return "the job was taken from this worker (its lease had expired)"
             if self.stop_event.is_set():
                 _terminate_group(proc, self.config.cancel_grace_s)
@@ -354,10 +354,10 @@ class Worker:
             if cancel_seen_at is None and queue.cancel_requested(self.db, job_id):
                 cancel_seen_at = now
             if cancel_seen_at is not None and now - cancel_seen_at > self.config.cancel_grace_s:
-                _kill_group(proc)
+                kill_group(proc)
                 return "cancelled; the job did not stop by itself and was killed"
         # The leader exited: make sure nothing it started lives on in its group.
-        _kill_group(proc)
+        kill_group(proc)
         return None
 
 
@@ -374,14 +374,6 @@ class _Heartbeat(threading.Thread):
         self._stop_evt.set()
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    proc.wait()
-
-
 def _terminate_group(proc: subprocess.Popen, grace_s: float) -> None:
     try:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -390,7 +382,7 @@ def _terminate_group(proc: subprocess.Popen, grace_s: float) -> None:
         pass
     except subprocess.TimeoutExpired:
         pass
-    _kill_group(proc)
+    kill_group(proc)
 
 
 def _outcome_of(returncode: int, outcome_file: Path, killed_because: str | None,

@@ -1,6 +1,7 @@
 """Helpers for browser tests: Debian's Chromium driven by Playwright, and the studio started by launch.py."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -9,6 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,6 +60,17 @@ def stop_studio(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
+@contextlib.contextmanager
+def running_studio(workspace: Path, *extra: str) -> Iterator[str]:
+    """launch.py on ``workspace`` at a free loopback port for the length of a test; yields its URL."""
+    port = free_port()
+    proc = start_studio(workspace, port, *extra)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        stop_studio(proc)
+
+
 def screenshot(page, name: str) -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
@@ -65,13 +78,18 @@ def screenshot(page, name: str) -> Path:
     return path
 
 
+def set_max_new_tokens(page, n: int) -> None:
+    """Chat tab: open the generation settings and cap the answers' length."""
+    page.get_by_text("Generation settings").first.click()
+    tokens = page.locator(".block", has_text="Max new tokens").locator("input[type=number]").first
+    tokens.fill(str(n))
+    tokens.press("Tab")
+
+
 def ask_chat(page, question: str, max_new_tokens: int, min_chars: int, timeout_ms: int) -> None:
     """Chat tab: cap the answer's length (a few words show the adapter answers; fast on 2 cores), send
     ``question`` and wait until both the base pane and the adapter pane have answered."""
-    page.get_by_text("Generation settings").first.click()
-    tokens = page.locator(".block", has_text="Max new tokens").locator("input[type=number]").first
-    tokens.fill(str(max_new_tokens))
-    tokens.press("Tab")
+    set_max_new_tokens(page, max_new_tokens)
     page.locator("#chat-input textarea").fill(question)
     page.locator("#chat-send").click()
     answered = """min => ['#chat-pane-0', '#chat-pane-1'].every(pane => {

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from tests.browser.browser import free_port, screenshot, start_studio, stop_studio
+from tests.browser.browser import running_studio, screenshot, set_max_new_tokens
 from tests.browser.test_studio_flow import open_tab, page  # noqa: F401  (the Chromium page fixture)
 
 pytestmark = [pytest.mark.browser]
@@ -32,22 +32,15 @@ def studio_with_adapter(tmp_path, smollm2_path):
     db = Database(Settings.resolve(workspace))
     add_adapter(db, tmp_path / "adapter", SMOLLM2, "random-lora")
     db.dispose()
-    port = free_port()
-    proc = start_studio(workspace, port)
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        stop_studio(proc)
+    with running_studio(workspace) as url:
+        yield url
 
 
 def test_judge_five_prompts_blind_then_train_on_the_judgements(studio_with_adapter, page):  # noqa: F811
     page.goto(studio_with_adapter)
     open_tab(page, "Chat")
     # short answers: ten of them are generated on a busy CPU
-    page.get_by_text("Generation settings").first.click()
-    tokens = page.locator(".block", has_text="Max new tokens").locator("input[type=number]").first
-    tokens.fill("12")
-    tokens.press("Tab")
+    set_max_new_tokens(page, 12)
     page.locator("#judge-box").get_by_text("Blind A/B judging").first.click()
     page.locator("#judge-prompts textarea").fill("\n".join(PROMPTS))
     page.locator("#judge-start").click()

@@ -10,13 +10,7 @@ import re
 import pytest
 
 from tests.browser import test_studio_flow
-from tests.browser.browser import (
-    ask_chat,
-    free_port,
-    screenshot,
-    start_studio,
-    stop_studio,
-)
+from tests.browser.browser import ask_chat, running_studio, screenshot
 from tests.browser.test_studio_flow import open_tab, pick, set_number
 
 page = test_studio_flow.page  # the Chromium page fixture (a screenshot of the page when the test fails)
@@ -41,12 +35,8 @@ def studio_url(tmp_path, smollm2_path, sample_data):
     src.write_bytes((sample_data / "alpaca_en_demo.json").read_bytes())
     import_dataset(db, src, ImportOptions(limit=16, seed=1))
     db.dispose()
-    port = free_port()
-    proc = start_studio(workspace, port)
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        stop_studio(proc)
+    with running_studio(workspace) as url:
+        yield url
 
 
 def vera_trainable(smollm2_path) -> str:

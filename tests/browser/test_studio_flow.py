@@ -13,10 +13,8 @@ from tests.browser.browser import (
     CHROMIUM_ARGS,
     ask_chat,
     chromium_path,
-    free_port,
+    running_studio,
     screenshot,
-    start_studio,
-    stop_studio,
 )
 from tests.conftest import require
 
@@ -28,12 +26,8 @@ STEP_TIMEOUT_MS = 240_000
 def studio_url(tmp_path, smollm2_path):
     """launch.py with its supervised worker; the built-in model comes from the session's cache."""
     workspace = tmp_path / "workspace"
-    port = free_port()
-    proc = start_studio(workspace, port)
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        stop_studio(proc)
+    with running_studio(workspace) as url:
+        yield url
 
 
 @pytest.fixture
